@@ -1,0 +1,161 @@
+"""The driver shared by every `generate_<Name>.py` script.
+
+A script only knows how to load its pooled images and labels; this module parses
+PFLlib's command line (``noniid|iid  balance|-  pat|dir|-`` plus flags), partitions
+the pool over clients, cuts each client 75/25 into train/test, writes the folder in
+the PFLlib format and prints a summary.
+"""
+import argparse
+import os
+import sys
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from dataset import htfl_format, partition
+
+# PFLlib records this batch size in config.json and sizes `least_samples` from it.
+BATCH_SIZE = 10
+# Per-client lines in the summary are printed up to this many clients.
+MAX_LISTED_CLIENTS = 50
+
+
+def pixels_to_unit_range(pixels: np.ndarray) -> np.ndarray:
+    """0..255 pixel values -> float32 in [-1, 1], i.e. (x / 255 - 0.5) / 0.5."""
+    return (np.asarray(pixels, dtype=np.float32) / 255.0 - 0.5) / 0.5
+
+
+def default_least_samples(num_samples: int, num_clients: int) -> int:
+    """PFLlib's floor on a client's size: enough for a few test batches, but never
+    more than half an equal share, so it can always be met."""
+    test_fraction = 1.0 - partition.TRAIN_RATIO
+    return int(min(BATCH_SIZE / test_fraction, num_samples / num_clients / 2))
+
+
+def build_dataset(out_dir: str, x: np.ndarray, y: np.ndarray, label_names: Sequence[str], *,
+                  num_clients: int, niid: bool, balance: bool, partition_name: Optional[str],
+                  alpha: float, class_per_client: int, seed: int) -> htfl_format.DatasetConfig:
+    """Partition the pool (x, y) over clients, split each client and write `out_dir`."""
+    y = np.asarray(y, dtype=np.int64)
+    if len(x) != len(y):
+        raise ValueError(f"pool has {len(x)} images but {len(y)} labels")
+    partition_rng, split_rng = (np.random.default_rng(s)
+                                for s in np.random.SeedSequence(seed).spawn(2))
+    client_indices = partition.partition_indices(
+        y, num_clients, partition_rng, niid=niid, balance=balance, partition=partition_name,
+        alpha=alpha, class_per_client=class_per_client,
+        least_samples=default_least_samples(len(y), num_clients))
+
+    train, test = [], []
+    for indices in client_indices:
+        train_idx, test_idx = partition.split_train_test(indices, split_rng)
+        train.append((x[train_idx], y[train_idx]))
+        test.append((x[test_idx], y[test_idx]))
+    return htfl_format.write_dataset(
+        out_dir, train, test, num_classes=len(label_names), non_iid=niid, balance=balance,
+        partition=partition_name if niid else None, alpha=alpha, batch_size=BATCH_SIZE,
+        label_names=label_names)
+
+
+def summary(out_dir: str, config: htfl_format.DatasetConfig) -> str:
+    """A few lines: totals, then samples and classes per client."""
+    sizes = np.array([sum(count for _, count in pairs) for pairs in config.label_counts])
+    num_classes_held = np.array([len(pairs) for pairs in config.label_counts])
+    if config.non_iid:
+        how = f"non-IID {config.partition}"
+        if config.partition == "dir":
+            how += f" (alpha={config.alpha})"
+    else:
+        how = "IID"
+    how += ", balanced" if config.balance else ", unbalanced"
+    lines = [
+        f"wrote {out_dir}: {config.num_clients} clients, {config.num_classes} classes, "
+        f"{int(sizes.sum())} samples, {how}",
+        f"samples per client: min {sizes.min()}, mean {sizes.mean():.1f}, max {sizes.max()}",
+        f"classes per client: min {num_classes_held.min()}, mean {num_classes_held.mean():.1f}, "
+        f"max {num_classes_held.max()}",
+    ]
+    if config.num_clients <= MAX_LISTED_CLIENTS:
+        for client, pairs in enumerate(config.label_counts):
+            histogram = " ".join(f"{label}:{count}" for label, count in pairs)
+            lines.append(f"client {client:3d}: {sizes[client]:5d} samples, "
+                         f"{len(pairs):3d} classes  {histogram}")
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str], dataset_name: str, default_out: str,
+               add_source_arguments: Optional[Callable] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog=f"generate_{dataset_name}.py",
+        description=f"Partition {dataset_name} over federated clients in the PFLlib format.")
+    parser.add_argument("niid", choices=["noniid", "iid"], help="non-IID or IID clients")
+    parser.add_argument("balance", choices=["balance", "-"],
+                        help="'balance' for equal client sizes, '-' for random sizes")
+    parser.add_argument("partition", choices=["pat", "dir", "-"],
+                        help="non-IID partition: pathological, Dirichlet, or '-' for IID")
+    parser.add_argument("--num_clients", type=int, default=20)
+    parser.add_argument("--alpha", type=float, default=0.1, help="Dirichlet concentration")
+    parser.add_argument("--class_per_client", type=int, default=2, help="classes per client for pat")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", default=default_out, help="dataset folder to write")
+    if add_source_arguments is not None:
+        add_source_arguments(parser)
+    args = parser.parse_args(list(argv))
+    if args.niid == "noniid" and args.partition == "-":
+        parser.error("noniid needs a partition: pass 'pat' or 'dir' as the third argument")
+    return args
+
+
+def run(argv: Sequence[str], dataset_name: str, default_out: str,
+        load_pool: Callable[[argparse.Namespace], tuple],
+        add_source_arguments: Optional[Callable] = None) -> int:
+    """The whole command: `load_pool(args)` returns (x, y, label_names). Returns the exit
+    status; a problem the user can fix is printed as one line with status 2."""
+    args = parse_args(argv, dataset_name, default_out, add_source_arguments)
+    try:
+        x, y, label_names = load_pool(args)
+        config = build_dataset(
+            args.out, x, y, label_names, num_clients=args.num_clients,
+            niid=args.niid == "noniid", balance=args.balance == "balance",
+            partition_name=None if args.partition == "-" else args.partition,
+            alpha=args.alpha, class_per_client=args.class_per_client, seed=args.seed)
+    except (ValueError, OSError, ImportError) as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    print(summary(args.out, config))
+    return 0
+
+
+def add_torchvision_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", help="folder holding (or, with --download, receiving) "
+                                       "the torchvision copy of the dataset")
+    parser.add_argument("--download", action="store_true",
+                        help="download the dataset into --root if it is not there")
+
+
+def load_torchvision_pool(dataset_class: Callable, title: str, root: Optional[str],
+                          download: bool) -> tuple:
+    """Train and test splits of a torchvision CIFAR-style dataset (uint8 NHWC `data`,
+    `targets`, `classes`) pooled into (x [N, C, H, W] in [-1, 1], y, label names)."""
+    if not root:
+        raise ValueError(f"{title} needs --root DIR (the folder with torchvision's copy); "
+                         f"add --download to fetch it there")
+    if not download and not os.path.isdir(root):
+        raise FileNotFoundError(f"--root {root} does not exist: pass the folder with "
+                                f"torchvision's {title} files, or add --download")
+    splits = []
+    for train in (True, False):
+        try:
+            splits.append(dataset_class(root=root, train=train, download=download))
+        except RuntimeError as exc:  # torchvision's "Dataset not found or corrupted"
+            raise FileNotFoundError(f"{title} files not found or corrupted under --root {root}: "
+                                    f"add --download to fetch them") from exc
+    images = np.concatenate([np.asarray(split.data) for split in splits])
+    labels = np.concatenate([np.asarray(split.targets, dtype=np.int64) for split in splits])
+    x = pixels_to_unit_range(images.transpose(0, 3, 1, 2))  # NHWC -> NCHW
+    return x, labels, [str(name) for name in splits[0].classes]
+
+
+def repo_dataset_dir() -> str:
+    """The repository's dataset/ folder, where generated datasets live by default."""
+    return os.path.dirname(os.path.abspath(__file__))

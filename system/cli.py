@@ -1,0 +1,146 @@
+"""Command-line flags: HtFLlib/FedKTL's short flags with their meaning, plus spelled-out new ones.
+
+Algorithm hyperparameters default to `None` here and are filled from the chosen
+algorithm's `DEFAULTS` (then from `GLOBAL_DEFAULTS`), so e.g. FedKTL-stylegan-3 can
+default to lambda 0.1 while any flag the user gives still wins.
+"""
+import argparse
+import json
+import os
+
+from utils.errors import UserError
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+#: defaults of algorithm-tunable flags when the algorithm sets none
+GLOBAL_DEFAULTS = {
+    "lamda": 1.0,
+    "mu": 50.0,
+    "server_learning_rate": 0.01,
+    "server_batch_size": 100,
+    "server_epochs": 100,
+    "gen_batch_size": 4,
+}
+
+TRUE_WORDS = {"1", "true", "t", "yes", "y", "on"}
+FALSE_WORDS = {"0", "false", "f", "no", "n", "off"}
+
+
+def str2bool(text) -> bool:
+    """`-ab False` means false (argparse's type=bool would make it true)."""
+    if isinstance(text, bool):
+        return text
+    word = str(text).strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false/1/0, got {text!r}")
+
+
+def add_bool(parser, *names, default=False, help=""):
+    parser.add_argument(*names, type=str2bool, nargs="?", const=True, default=default,
+                        metavar="BOOL", help=help)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python system/main.py",
+        description="Heterogeneous federated learning with a server-side pre-trained generator.")
+    g = p.add_argument_group("run")
+    g.add_argument("-algo", "--algorithm", default="FedKTL", help="algorithm name (default FedKTL)")
+    g.add_argument("-data", "--dataset", default="MNIST5k", help="folder under dataset/ (default MNIST5k)")
+    g.add_argument("-nb", "-ncl", "--num_classes", type=int, default=None,
+                   help="number of classes; read from the dataset's config.json when omitted")
+    g.add_argument("-m", "--model_family", default="HtFE-cpu",
+                   help="model family (HtFE2/3/4/8/9, HtM10, HtFE-cpu) or one model name")
+    g.add_argument("-fd", "--feature_dim", type=int, default=512, help="feature width of every backbone")
+    g.add_argument("-nc", "--num_clients", type=int, default=20)
+    g.add_argument("-jr", "--join_ratio", type=float, default=1.0, help="fraction of clients per round")
+    add_bool(g, "-rjr", "--random_join_ratio", help="draw the number of joining clients each round")
+    g.add_argument("-gr", "--global_rounds", type=int, default=50)
+    g.add_argument("-ls", "--local_epochs", type=int, default=1)
+    g.add_argument("-lbs", "--batch_size", type=int, default=10)
+    g.add_argument("-lr", "--local_learning_rate", type=float, default=0.01)
+    add_bool(g, "-ld", "--learning_rate_decay", help="decay the local learning rate each round")
+    g.add_argument("-ldg", "--learning_rate_decay_gamma", type=float, default=0.99)
+    g.add_argument("-eg", "--eval_gap", type=int, default=1, help="evaluate every this many rounds")
+    add_bool(g, "-ab", "--auto_break", help="stop when the best accuracy is -tc evaluations old")
+    g.add_argument("-tc", "--top_cnt", type=int, default=100)
+    g.add_argument("-t", "--times", type=int, default=1, help="repetitions (seeds --seed, --seed+1, ...)")
+    g.add_argument("-pv", "--prev", type=int, default=0, help="first repetition index")
+    g.add_argument("-go", "--goal", default="test", help="tag in result file names")
+    g.add_argument("-dev", "--device", default="cuda", choices=["cpu", "cuda"],
+                   help="cuda falls back to cpu when no GPU is present")
+    g.add_argument("-did", "--device_id", default="0", help="CUDA device index")
+    g.add_argument("--seed", type=int, default=0, help="drives Python, NumPy and torch")
+    g.add_argument("--out", default="results", help="results folder (default results/)")
+    g.add_argument("--data_root", default=os.path.join(REPO_ROOT, "dataset"),
+                   help="folder holding the datasets (default: the repository's dataset/)")
+    g.add_argument("--eval_batch_size", type=int, default=1024,
+                   help="batch size of passes without gradients (evaluation, prototypes)")
+    g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    g.add_argument("--config", default=None,
+                   help="a saved *.config.json; its values become defaults, flags still override")
+
+    k = p.add_argument_group("FedKTL")
+    k.add_argument("-slr", "--server_learning_rate", type=float, default=None,
+                   help="Adam lr of the feature transformer and centroids (0.01)")
+    k.add_argument("-sbs", "--server_batch_size", type=int, default=None, help="prototypes per server batch (100)")
+    k.add_argument("-se", "--server_epochs", type=int, default=None, help="server alignment epochs (100)")
+    k.add_argument("-lam", "--lamda", type=float, default=None, help="weight of the centroid MSE (1.0)")
+    k.add_argument("-mu", "--mu", type=float, default=None, help="weight of the latent MSE on clients (50)")
+    k.add_argument("-GPath", "--generator_path", default=None,
+                   help="generator weights; default: the bundled built-in generator")
+    k.add_argument("-gbs", "--gen_batch_size", type=int, default=None, help="images per generator call")
+    k.add_argument("-prompt", "--stable_diffusion_prompt", default="a cat")
+    add_bool(k, "--ktl_fixed_proj",
+             help="reset the projection layer to the server's initial one every round (original code)")
+    add_bool(k, "--ktl_separate_forward",
+             help="separate backbone passes for real and generated images (original code) "
+                  "instead of one fused pass")
+    k.add_argument("--save_generated_every", type=int, default=1,
+                   help="save the generated images as PNG every this many rounds (0: never)")
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.config:
+        try:
+            with open(args.config) as f:
+                saved = json.load(f)
+        except (OSError, ValueError) as exc:
+            parser.error(f"cannot read --config {args.config}: {exc}")
+        known = {action.dest for action in parser._actions}
+        parser.set_defaults(**{k: v for k, v in saved.items() if k in known and k != "config"})
+        args = parser.parse_args(argv)
+    return args
+
+
+def apply_algorithm_defaults(args, server_class) -> None:
+    for dest, value in GLOBAL_DEFAULTS.items():
+        if getattr(args, dest, None) is None:
+            setattr(args, dest, server_class.DEFAULTS.get(dest, value))
+
+
+def validate(args) -> None:
+    checks = [
+        (args.global_rounds >= 1, "-gr must be at least 1"),
+        (args.num_clients >= 1, "-nc must be at least 1"),
+        (0 < args.join_ratio <= 1, "-jr must be in (0, 1]"),
+        (args.batch_size >= 1, "-lbs must be at least 1"),
+        (args.local_epochs >= 1, "-ls must be at least 1"),
+        (args.local_learning_rate >= 0, "-lr must not be negative"),
+        (args.eval_gap >= 1, "-eg must be at least 1"),
+        (args.times >= 1 and 0 <= args.prev < args.times, "-t must be at least 1 and -pv below -t"),
+        (args.feature_dim >= 1, "-fd must be at least 1"),
+        (args.server_epochs >= 0, "-se must be non-negative"),
+        (args.server_batch_size >= 2, "-sbs must be at least 2 (the feature transformer uses BatchNorm)"),
+        (args.gen_batch_size >= 1, "-gbs must be at least 1"),
+        (args.eval_batch_size >= 1, "--eval_batch_size must be at least 1"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UserError(message)

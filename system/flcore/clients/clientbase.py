@@ -1,0 +1,130 @@
+"""The client every algorithm extends.
+
+A client owns its model, optimiser, data and random stream. The server reaches it only
+through an executor calling `setup`, `train` and `evaluate` (or an algorithm's own
+methods) with a payload and getting a reply of CPU tensors and numbers back.
+
+Subclasses usually override `classification_loss`/`scores` (how the model is read),
+`train_step` (what one local step does) and `train`'s reply (what is uploaded).
+"""
+import time
+
+import torch
+import torch.nn as nn
+
+from utils.metrics import classification_stats
+from utils.seeding import derive_seed
+
+
+class Client:
+    def __init__(self, args, client_id: int, model: nn.Module, data, seed: int):
+        self.id = client_id
+        self.args = args
+        self.device = torch.device(args.device)
+        self.num_classes = args.num_classes
+        self.batch_size = args.batch_size
+        self.eval_batch_size = args.eval_batch_size
+        self.local_epochs = args.local_epochs
+        self.learning_rate = args.local_learning_rate
+        self.model = model.to(self.device)
+        self.train_x, self.train_y = data.train_x, data.train_y
+        self.test_x, self.test_y = data.test_x, data.test_y
+        self.train_samples = int(self.train_y.numel())
+        self.test_samples = int(self.test_y.numel())
+        # Shuffling has its own stream per client, so one client's draws never shift another's.
+        self.rng = torch.Generator().manual_seed(derive_seed(seed, "client-data", client_id))
+        self.ce_loss = nn.CrossEntropyLoss()
+        self.optimizer = self.make_optimizer()
+        self.scheduler = (torch.optim.lr_scheduler.ExponentialLR(
+            self.optimizer, gamma=args.learning_rate_decay_gamma)
+            if args.learning_rate_decay else None)
+        self._train_loss = None  # (sum, count) for the current weights, see train_loss_stats
+
+    # ---- pieces subclasses override -------------------------------------------------
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.model.parameters(), lr=self.learning_rate)
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        """Class scores used for prediction (argmax) and AUC."""
+        return self.model(x)
+
+    def classification_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Mean loss of a batch; reported as the training loss."""
+        return self.ce_loss(self.model(x), y)
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One optimisation step on a batch; returns the loss."""
+        loss = self.classification_loss(x, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss
+
+    def upload(self) -> dict:
+        """What the client sends back after training."""
+        return {}
+
+    # ---- calls the server makes through the executor ---------------------------------
+    def setup(self, payload) -> dict:
+        return {}
+
+    def train(self, payload=None) -> dict:
+        start = time.perf_counter()
+        self.local_train()
+        seconds = time.perf_counter() - start
+        reply = self.upload()
+        reply["num_samples"] = self.train_samples
+        reply.setdefault("timings", {})["client_training"] = seconds
+        return reply
+
+    def evaluate(self, payload=None) -> dict:
+        self.model.eval()
+        with torch.no_grad():
+            scores = [self.scores(x) for x, _ in self.full_batches(self.test_x, self.test_y)]
+        stats = classification_stats(
+            torch.cat(scores) if scores else torch.zeros(0, self.num_classes),
+            self.test_y, self.num_classes)
+        loss_sum, count = self.train_loss_stats()
+        stats.update(train_loss_sum=loss_sum, train_num=count)
+        return stats
+
+    # ---- helpers --------------------------------------------------------------------
+    def local_train(self) -> None:
+        self.model.train()
+        self._train_loss = None
+        for _ in range(self.local_epochs):
+            for x, y in self.train_batches():
+                self.train_step(x, y)
+        if self.scheduler is not None:
+            self.scheduler.step()
+
+    def train_batches(self):
+        """One shuffled epoch of full batches (the last partial batch is dropped, as HtFLlib does)."""
+        order = torch.randperm(self.train_samples, generator=self.rng)
+        for start in range(0, self.train_samples - self.batch_size + 1, self.batch_size):
+            index = order[start:start + self.batch_size]
+            yield self.to_device(self.train_x[index]), self.to_device(self.train_y[index])
+
+    def full_batches(self, x: torch.Tensor, y: torch.Tensor):
+        """Large ordered batches for passes without gradients."""
+        for start in range(0, int(y.numel()), self.eval_batch_size):
+            yield (self.to_device(x[start:start + self.eval_batch_size]),
+                   self.to_device(y[start:start + self.eval_batch_size]))
+
+    def to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.to(self.device, non_blocking=True)
+
+    def train_loss_stats(self) -> tuple[float, int]:
+        """(summed loss, samples) over the training set for the current weights.
+
+        Cached until the next training, so an algorithm that already made a pass over
+        the training data (FedKTL's prototypes) fills it in for free.
+        """
+        if self._train_loss is None:
+            self.model.eval()
+            total = 0.0
+            with torch.no_grad():
+                for x, y in self.full_batches(self.train_x, self.train_y):
+                    total += float(self.classification_loss(x, y)) * int(y.numel())
+            self._train_loss = (total, self.train_samples)
+        return self._train_loss

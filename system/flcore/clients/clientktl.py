@@ -1,0 +1,122 @@
+"""FedKTL client: ETF classifier with ArcFace loss, plus distillation from generated pairs.
+
+Per round the client receives one (image, latent) pair per class, trains with
+    ArcFace-CE(normalize(model(x)) . ETF)  +  mu * MSE(proj(base(x_G)), v_G)
+and uploads one prototype per class it holds: the normalised mean of its normalised
+outputs over its training data.
+"""
+import copy
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from flcore.clients.clientbase import Client
+from flcore.losses import arcface_logits
+from utils.payload import to_payload
+
+ARCFACE_MARGIN = 0.5
+ARCFACE_SCALE = 64.0
+GRAD_CLIP = 100.0
+
+
+class clientKTL(Client):
+    def __init__(self, args, client_id, model, data, seed):
+        super().__init__(args, client_id, model, data, seed)
+        self.mu = args.mu
+        self.fixed_proj = args.ktl_fixed_proj
+        self.fused_forward = not args.ktl_separate_forward
+        self.mse = nn.MSELoss()
+        self.class_vectors = None  # [C, C], row k = normalised ETF vector of class k
+        self.proj = None
+        self.proj_initial = None
+        self.proj_optimizer = None
+        self.generated = None
+        self._generated_batches = None
+
+    # ---- setup: ETF and the projection layer, once ------------------------------------
+    def setup(self, payload):
+        self.class_vectors = F.normalize(payload["etf"].T, dim=1).to(self.device)
+        weight = payload["proj"]["weight"]
+        self.proj = nn.Linear(weight.shape[1], weight.shape[0]).to(self.device)
+        self.proj.load_state_dict(payload["proj"])
+        self.proj_initial = copy.deepcopy(self.proj.state_dict())
+        self.proj_optimizer = torch.optim.SGD(self.proj.parameters(), lr=self.learning_rate)
+        return {}
+
+    # ---- how the model is read ----------------------------------------------------------
+    def scores(self, x):
+        return F.normalize(self.model(x), dim=1) @ self.class_vectors.T
+
+    def classification_loss(self, x, y):
+        return self.ce_loss(arcface_logits(self.scores(x), y, ARCFACE_MARGIN, ARCFACE_SCALE), y)
+
+    # ---- training -----------------------------------------------------------------------
+    def train(self, payload=None):
+        if self.fixed_proj:
+            # The original code reloads the server's initial random layer every round.
+            self.proj.load_state_dict(self.proj_initial)
+        payload = payload or {}
+        if "images" in payload:
+            self.generated = (self.to_device(payload["images"]), self.to_device(payload["latents"]))
+            self._generated_batches = self.cycle_generated()
+        else:
+            self.generated = self._generated_batches = None
+        reply = super().train(payload)
+        start = time.perf_counter()
+        protos, labels = self.collect_prototypes()
+        reply["timings"]["prototype_collection"] = time.perf_counter() - start
+        reply["protos"], reply["proto_labels"] = protos, labels
+        return reply
+
+    def cycle_generated(self):
+        """Shuffled batches of generated pairs, reshuffled whenever they run out."""
+        images, latents = self.generated
+        while True:
+            order = torch.randperm(len(images), generator=self.rng)
+            for start in range(0, len(images), self.batch_size):
+                index = order[start:start + self.batch_size].to(self.device)
+                yield images[index], latents[index]
+
+    def train_step(self, x, y):
+        if self.generated is None:
+            loss = self.classification_loss(x, y)
+        else:
+            x_gen, v_gen = next(self._generated_batches)
+            if self.fused_forward:
+                # One pass through the backbone for real and generated images together.
+                features = self.model.base(torch.cat([x, x_gen]))
+                real, gen_features = features[:len(x)], features[len(x):]
+                cosine = F.normalize(self.model.head(real), dim=1) @ self.class_vectors.T
+            else:
+                cosine = self.scores(x)
+                gen_features = self.model.base(x_gen)
+            loss = self.ce_loss(arcface_logits(cosine, y, ARCFACE_MARGIN, ARCFACE_SCALE), y)
+            loss = loss + self.mu * self.mse(self.proj(gen_features), v_gen)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.proj_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.model.parameters(), GRAD_CLIP)
+        nn.utils.clip_grad_norm_(self.proj.parameters(), GRAD_CLIP)
+        self.optimizer.step()
+        self.proj_optimizer.step()
+        return loss
+
+    # ---- prototypes (and the training loss, from the same pass) ------------------------
+    @torch.no_grad()
+    def collect_prototypes(self):
+        self.model.eval()
+        sums = torch.zeros(self.num_classes, self.num_classes, device=self.device)
+        counts = torch.zeros(self.num_classes, device=self.device)
+        loss_sum = 0.0
+        for x, y in self.full_batches(self.train_x, self.train_y):
+            outputs = F.normalize(self.model(x), dim=1)
+            sums.index_add_(0, y, outputs)
+            counts.index_add_(0, y, torch.ones_like(y, dtype=counts.dtype))
+            logits = arcface_logits(outputs @ self.class_vectors.T, y, ARCFACE_MARGIN, ARCFACE_SCALE)
+            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+        self._train_loss = (loss_sum, self.train_samples)
+        present = torch.nonzero(counts > 0).flatten()
+        protos = F.normalize(sums[present] / counts[present].unsqueeze(1), dim=1)
+        return to_payload(protos), to_payload(present)

@@ -1,0 +1,21 @@
+"""`-algo` names -> server classes. Modules are imported on demand, so an algorithm's
+optional dependencies are only needed when that algorithm is run."""
+import importlib
+
+from utils.errors import UserError
+
+ALGORITHMS = {
+    "FedKTL": "flcore.servers.serverktl:FedKTL",
+    "Local": "flcore.servers.serverlocal:Local",
+}
+
+
+def get_server_class(name: str):
+    try:
+        target = ALGORITHMS[name]
+    except KeyError:
+        lowered = {key.lower(): key for key in ALGORITHMS}
+        hint = f" (did you mean {lowered[name.lower()]}?)" if name.lower() in lowered else ""
+        raise UserError(f"unknown -algo {name!r}{hint}: choose one of {', '.join(sorted(ALGORITHMS))}") from None
+    module_name, class_name = target.split(":")
+    return getattr(importlib.import_module(module_name), class_name)

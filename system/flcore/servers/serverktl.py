@@ -1,0 +1,145 @@
+"""FedKTL: knowledge transfer from a server-side pre-trained generator (CVPR 2024).
+
+Each round: clients train and upload class prototypes; the server maps them into the
+generator's latent space with a feature transformer trained on
+    MMD(F(P), latent samples) + lambda * MSE(F(P), centroid[y]),
+takes the per-class centroids as latents, generates one image per class and sends the
+(image, latent) pairs to next round's clients. The generator is a backend chosen by
+`generator_kind`; this file does not change per backend.
+"""
+import os
+import time
+
+import torch
+import torch.nn as nn
+import torchvision.transforms.functional as TF
+from torchvision.utils import save_image
+
+from flcore.clients.clientktl import clientKTL
+from flcore.etf import simplex_etf
+from flcore.generators.registry import load_generator
+from flcore.losses import mmd_rbf
+from flcore.servers.serverbase import Server
+from utils.payload import state_to_payload, to_payload
+from utils.seeding import derive_seed
+
+GRAD_CLIP = 100.0
+
+
+class FeatureTransformer(nn.Module):
+    """Linear(C, C) - BatchNorm - ReLU - Linear(C, H): prototype space -> latent space."""
+
+    def __init__(self, in_dim: int, latent_dim: int):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(in_dim, in_dim), nn.BatchNorm1d(in_dim), nn.ReLU(),
+                                 nn.Linear(in_dim, latent_dim))
+
+    def forward(self, x):
+        return self.mlp(x)
+
+
+def class_means(values: torch.Tensor, labels: torch.Tensor, num_classes: int):
+    """Per-class means of the rows of `values`, and which classes had any rows."""
+    sums = torch.zeros(num_classes, values.shape[1], device=values.device)
+    counts = torch.zeros(num_classes, device=values.device)
+    sums.index_add_(0, labels, values)
+    counts.index_add_(0, labels, torch.ones_like(labels, dtype=counts.dtype))
+    present = counts > 0
+    return sums / counts.clamp_min(1).unsqueeze(1), present
+
+
+class FedKTL(Server):
+    client_class = clientKTL
+    generator_kind = "builtin"
+    DEFAULTS = {"lamda": 1.0, "mu": 50.0, "server_learning_rate": 0.01,
+                "server_batch_size": 100, "server_epochs": 100}
+
+    def setup(self):
+        args = self.args
+        self.generator = load_generator(self.generator_kind, args.generator_path, self.device)
+        latent_dim = self.generator.latent_dim
+        self.image_shape = tuple(self.data.image_shape)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(self.seed, "ktl-init"))
+            self.feature_transformer = FeatureTransformer(self.num_classes, latent_dim).to(self.device)
+            self.centroids = nn.Embedding(self.num_classes, latent_dim).to(self.device)
+            proj = nn.Linear(args.feature_dim, latent_dim)
+        etf = simplex_etf(self.num_classes, self.num_classes, self.rng)
+        self.executor.broadcast(self.all_client_ids, "setup",
+                                {"etf": etf, "proj": state_to_payload(proj)})
+        self.generated = None  # {"images", "latents"} sent with the next round
+
+    def train_round(self, round_idx, client_ids):
+        start = time.perf_counter()
+        replies = self.executor.broadcast(client_ids, "train", self.generated)
+        compute = self.collect_timings(replies)
+        self.timer.add("communication", time.perf_counter() - start - compute)
+        protos = torch.cat([r["protos"] for r in replies]).to(self.device)
+        labels = torch.cat([r["proto_labels"] for r in replies]).to(self.device)
+        with self.timer.phase("alignment"):
+            latents = self.align(protos, labels)
+        with self.timer.phase("generation"):
+            images = self.generate(latents)
+            self.save_generated(images, round_idx)
+        self.generated = {"images": to_payload(self.to_client_images(images)),
+                          "latents": to_payload(latents)}
+
+    # ---- alignment ----------------------------------------------------------------------
+    @torch.no_grad()
+    def reset_centroids(self, protos, labels) -> None:
+        """Centroids := class means of F(P); classes nobody uploaded keep their value."""
+        self.feature_transformer.eval()
+        means, present = class_means(self.feature_transformer(protos), labels, self.num_classes)
+        self.centroids.weight[present] = means[present]
+
+    def align(self, protos: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        args = self.args
+        transformer, centroids = self.feature_transformer, self.centroids
+        self.reset_centroids(protos, labels)
+        opt_transformer = torch.optim.Adam(transformer.parameters(), lr=args.server_learning_rate)
+        opt_centroids = torch.optim.Adam(centroids.parameters(), lr=args.server_learning_rate)
+        mse = nn.MSELoss()
+        transformer.train()
+        for _ in range(args.server_epochs):
+            order = torch.randperm(len(protos), generator=self.rng).to(self.device)
+            for start in range(0, len(protos), args.server_batch_size):
+                index = order[start:start + args.server_batch_size]
+                if len(index) < 2:
+                    continue  # BatchNorm needs two rows
+                mapped = transformer(protos[index])
+                targets = self.generator.sample_latents(len(index), self.rng)
+                loss = mmd_rbf(mapped, targets) + args.lamda * mse(mapped, centroids(labels[index]))
+                opt_transformer.zero_grad(set_to_none=True)
+                opt_centroids.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(transformer.parameters(), GRAD_CLIP)
+                nn.utils.clip_grad_norm_(centroids.parameters(), GRAD_CLIP)
+                opt_transformer.step()
+                opt_centroids.step()
+        self.reset_centroids(protos, labels)
+        return centroids.weight.detach().clone()
+
+    # ---- generation ---------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, latents: torch.Tensor) -> torch.Tensor:
+        """One image per class in [0, 1], in batches of `-gbs`."""
+        batch = max(1, self.args.gen_batch_size)
+        return torch.cat([self.generator.synthesize(latents[i:i + batch])
+                          for i in range(0, len(latents), batch)])
+
+    def to_client_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Resize and center-crop to the clients' size, then normalise as client data ([-1, 1])."""
+        channels, height, width = self.image_shape
+        if images.shape[-2:] != (height, width):
+            images = TF.resize(images, min(height, width), antialias=True)
+            images = TF.center_crop(images, [height, width])
+        if channels == 1:
+            images = images.mean(dim=1, keepdim=True)
+        return (images - 0.5) / 0.5
+
+    def save_generated(self, images: torch.Tensor, round_idx: int) -> None:
+        every = self.args.save_generated_every
+        if every and round_idx % every == 0:
+            os.makedirs(self.run_dir, exist_ok=True)
+            save_image(images.cpu(), os.path.join(self.run_dir, f"generated_round_{round_idx:04d}.png"),
+                       nrow=min(10, len(images)), padding=1)

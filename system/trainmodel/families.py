@@ -1,0 +1,105 @@
+"""Model families for heterogeneous clients: client i gets `family[i % len(family)]`.
+
+The HtFE/HtM families are the ones of the FedKTL paper and HtFLlib; `HtFE-cpu` is a
+small family sized for CPU runs. A single model name is a one-architecture family.
+"""
+import re
+from typing import Dict, List, Tuple
+
+from trainmodel.models import BaseHeadSplit, build_model, find_model_name
+from utils.errors import UserError
+from utils.seeding import derive_seed
+
+_HTFE8 = (
+    "FedAvgCNN",
+    "GoogLeNet",
+    "MobileNetV2",
+    "ResNet18",
+    "ResNet34",
+    "ResNet50",
+    "ResNet101",
+    "ResNet152",
+)
+
+FAMILIES: Dict[str, Tuple[str, ...]] = {
+    "HtFE2": ("FedAvgCNN", "ResNet18"),
+    "HtFE3": ("ResNet10", "ResNet18", "ResNet34"),
+    "HtFE4": ("FedAvgCNN", "GoogLeNet", "MobileNetV2", "ResNet18"),
+    "HtFE8": _HTFE8,
+    "HtFE9": (
+        "ResNet4",
+        "ResNet6",
+        "ResNet8",
+        "ResNet10",
+        "ResNet18",
+        "ResNet34",
+        "ResNet50",
+        "ResNet101",
+        "ResNet152",
+    ),
+    "HtM10": _HTFE8 + ("ViT-B/16", "ViT-B/32"),
+    "HtFE-cpu": ("FedAvgCNN", "ResNet4", "ResNet8"),
+}
+
+# HtFLlib's spellings of the same families.
+FAMILY_ALIASES: Dict[str, str] = {
+    "HtFE-img-2": "HtFE2",
+    "HtFE-img-3": "HtFE3",
+    "HtFE-img-4": "HtFE4",
+    "HtFE-img-8": "HtFE8",
+    "HtFE-img-9": "HtFE9",
+    "HtM-img-10": "HtM10",
+}
+
+
+def _family_key(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", str(name).lower())
+
+
+_BY_KEY: Dict[str, str] = {_family_key(name): name for name in FAMILIES}
+_BY_KEY.update({_family_key(alias): target for alias, target in FAMILY_ALIASES.items()})
+
+
+def resolve_family(name: str) -> Tuple[str, ...]:
+    """The canonical model names of a family (or of a single model), in client order."""
+    family = _BY_KEY.get(_family_key(name))
+    if family is not None:
+        return FAMILIES[family]
+    model = find_model_name(name)
+    if model is not None:
+        return (model,)
+    known = ", ".join(list(FAMILIES) + list(FAMILY_ALIASES))
+    raise UserError(
+        f"unknown model family {name!r}; known families: {known} (or a single model name)"
+    )
+
+
+def client_architecture(family: str, client_id: int) -> str:
+    models = resolve_family(family)
+    return models[client_id % len(models)]
+
+
+def build_client_models(
+    family: str,
+    num_clients: int,
+    num_classes: int,
+    feature_dim: int,
+    image_size: int,
+    seed: int,
+    in_channels: int = 3,
+) -> List[BaseHeadSplit]:
+    """One model per client; client i's weights are initialised from derive_seed(seed, "model", i)."""
+    models = resolve_family(family)
+    if not isinstance(num_clients, int) or num_clients < 1:
+        raise UserError(f"the number of clients must be a positive integer, got {num_clients!r}; fix -nc")
+    return [
+        build_model(
+            models[client_id % len(models)],
+            num_classes=num_classes,
+            feature_dim=feature_dim,
+            image_size=image_size,
+            in_channels=in_channels,
+            seed=derive_seed(seed, "model", client_id),
+        )
+        for client_id in range(num_clients)
+    ]

@@ -1,0 +1,169 @@
+"""Load a PFLlib-format dataset folder once, as decoded CPU tensors per client.
+
+Every later step (batching, augmentation, moving to the GPU) works from these
+in-memory tensors, so no npz is read or unpickled twice in a run.
+"""
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+
+from dataset import htfl_format
+from utils.errors import UserError
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEFAULT_DATA_ROOT = os.path.join(REPO_ROOT, "dataset")
+# The one dataset small enough (and download-free) to build on first use.
+AUTO_GENERATED = "MNIST5k"
+
+
+@dataclass(frozen=True)
+class ClientData:
+    train_x: torch.Tensor  # float32 [n_train, C, H, W]
+    train_y: torch.Tensor  # int64 [n_train]
+    test_x: torch.Tensor   # float32 [n_test, C, H, W]
+    test_y: torch.Tensor   # int64 [n_test]
+
+    @property
+    def num_train(self) -> int:
+        return len(self.train_y)
+
+    @property
+    def num_test(self) -> int:
+        return len(self.test_y)
+
+
+@dataclass(frozen=True)
+class FederatedData:
+    name: str
+    folder: str
+    num_classes: int
+    image_shape: tuple  # (C, H, W)
+    label_names: tuple
+    clients: tuple      # ClientData per client, index = client id
+
+    @property
+    def num_clients(self) -> int:
+        return len(self.clients)
+
+
+def load_federated_dataset(name: str, num_clients: int, num_classes: Optional[int] = None,
+                           data_root: str = DEFAULT_DATA_ROOT) -> FederatedData:
+    """Clients 0..num_clients-1 of `<data_root>/<name>`, checked against the flags.
+
+    MNIST5k is generated (default settings) if absent; any other missing, mismatched
+    or damaged dataset raises a one-line `UserError` that says how to fix it.
+    """
+    _check_name(name)
+    if isinstance(num_clients, bool) or not isinstance(num_clients, int) or num_clients < 1:
+        raise UserError(f"--num_clients must be a positive integer, got {num_clients!r}")
+    folder = os.path.join(data_root, name)
+    if not os.path.isfile(os.path.join(folder, htfl_format.CONFIG_FILE)):
+        _make_or_explain_missing(name, folder, data_root)
+
+    try:
+        config = htfl_format.read_config(folder)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot use dataset '{name}': {_one_line(exc)}; "
+                        f"{_regenerate_hint(name, folder)}") from exc
+    if num_clients > config.num_clients:
+        raise UserError(f"--num_clients {num_clients} asks for more clients than dataset '{name}' "
+                        f"has ({config.num_clients}): pass --num_clients {config.num_clients} or "
+                        f"fewer, or regenerate it with --num_clients {num_clients}")
+    if num_classes is not None and num_classes != config.num_classes:
+        raise UserError(f"--num_classes {num_classes} does not match dataset '{name}', which has "
+                        f"{config.num_classes} classes: drop the flag or pass "
+                        f"--num_classes {config.num_classes}")
+
+    clients = tuple(_load_client(name, folder, config, client_id)
+                    for client_id in range(num_clients))
+    image_shape = config.image_shape or tuple(clients[0].train_x.shape[1:])
+    for client_id, client in enumerate(clients):
+        for split, x in (("train", client.train_x), ("test", client.test_x)):
+            if tuple(x.shape[1:]) != tuple(image_shape):
+                raise UserError(f"{htfl_format.client_file(folder, split, client_id)} holds images "
+                                f"of shape {tuple(x.shape[1:])}, expected {tuple(image_shape)}; "
+                                f"{_regenerate_hint(name, folder)}")
+    label_names = config.label_names or [str(label) for label in range(config.num_classes)]
+    return FederatedData(name=name, folder=folder, num_classes=config.num_classes,
+                         image_shape=tuple(image_shape), label_names=tuple(label_names),
+                         clients=clients)
+
+
+def available_datasets(data_root: str) -> list:
+    """Sub-folders of `data_root` that hold a config.json, sorted."""
+    if not os.path.isdir(data_root):
+        return []
+    return sorted(entry for entry in os.listdir(data_root)
+                  if os.path.isfile(os.path.join(data_root, entry, htfl_format.CONFIG_FILE)))
+
+
+def _load_client(name: str, folder: str, config, client_id: int) -> ClientData:
+    tensors = []
+    for split in htfl_format.SPLITS:
+        try:
+            x, y = htfl_format.read_client_split(folder, split, client_id)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{_one_line(exc)}; {_regenerate_hint(name, folder)}") from exc
+        if len(y) and y.max() >= config.num_classes:
+            raise UserError(f"{htfl_format.client_file(folder, split, client_id)} has label "
+                            f"{int(y.max())} but config.json says {config.num_classes} classes; "
+                            f"{_regenerate_hint(name, folder)}")
+        tensors += [_to_tensor(x), _to_tensor(y)]
+    return ClientData(*tensors)
+
+
+def _to_tensor(array: np.ndarray) -> torch.Tensor:
+    # torch.from_numpy shares memory and refuses read-only arrays, so copy only those.
+    if not array.flags.writeable:
+        array = array.copy()
+    return torch.from_numpy(array)
+
+
+def _make_or_explain_missing(name: str, folder: str, data_root: str) -> None:
+    """Generate MNIST5k, or raise the UserError that says how to get the dataset."""
+    if name == AUTO_GENERATED:
+        print(f"dataset '{name}' not found at {folder}: generating it "
+              f"(20 clients, Dirichlet alpha=0.1, seed 1)")
+        from dataset import generate_MNIST5k
+        try:
+            generate_MNIST5k.generate(folder)
+        except (ImportError, OSError, ValueError) as exc:
+            raise UserError(f"could not generate '{name}' at {folder}: {_one_line(exc)}") from exc
+        return
+    if os.path.isdir(folder):
+        raise UserError(f"dataset folder {folder} has no {htfl_format.CONFIG_FILE} (its generation "
+                        f"did not finish); {_regenerate_hint(name, folder)}")
+    if _generator_script(name):
+        raise UserError(f"dataset '{name}' not found at {folder}: generate it with "
+                        f"`python dataset/generate_{name}.py noniid - dir`")
+    found = available_datasets(data_root)
+    raise UserError(f"dataset '{name}' not found at {folder} and there is no "
+                    f"dataset/generate_{name}.py: available datasets in {data_root}: "
+                    f"{', '.join(found) if found else 'none'}")
+
+
+def _generator_script(name: str) -> Optional[str]:
+    path = os.path.join(REPO_ROOT, "dataset", f"generate_{name}.py")
+    return path if os.path.isfile(path) else None
+
+
+def _regenerate_hint(name: str, folder: str) -> str:
+    if name == AUTO_GENERATED:
+        return f"delete {folder} to have it regenerated on the next run"
+    if _generator_script(name):
+        return f"regenerate it with `python dataset/generate_{name}.py noniid - dir`"
+    return f"regenerate {folder} with the generator that made it"
+
+
+def _check_name(name: str) -> None:
+    if (not isinstance(name, str) or not name or name in (".", "..")
+            or os.path.basename(name) != name or (os.altsep and os.altsep in name)):
+        raise UserError(f"dataset name must be a plain folder name under the data root, "
+                        f"got {name!r}")
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__

@@ -1,0 +1,62 @@
+"""Payloads: what server and clients exchange. Plain containers of CPU tensors and numbers.
+
+Only tensors count as traffic; numbers in a reply (sample counts, metrics) are
+bookkeeping that a real deployment would send in a few bytes.
+"""
+from dataclasses import dataclass
+
+import torch
+
+
+def to_payload(tensor: torch.Tensor) -> torch.Tensor:
+    """A detached CPU copy: the receiver may keep it while the sender goes on training."""
+    return tensor.detach().to("cpu", copy=True)
+
+
+def state_to_payload(module: torch.nn.Module) -> dict:
+    return {k: to_payload(v) for k, v in module.state_dict().items()}
+
+
+def iter_tensors(obj):
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for value in obj.values():
+            yield from iter_tensors(value)
+    elif isinstance(obj, (list, tuple)):
+        for value in obj:
+            yield from iter_tensors(value)
+
+
+def payload_size(obj) -> tuple[int, int]:
+    """(bytes over all tensors, elements of floating-point tensors) inside `obj`.
+
+    The second number is the papers' unit ("floats"): integer labels sent beside
+    prototypes are bytes on the wire but not model knowledge.
+    """
+    nbytes = floats = 0
+    for tensor in iter_tensors(obj):
+        nbytes += tensor.numel() * tensor.element_size()
+        if tensor.is_floating_point():
+            floats += tensor.numel()
+    return nbytes, floats
+
+
+@dataclass
+class Traffic:
+    """Server-side view of one round's communication, summed over clients."""
+
+    bytes_up: int = 0
+    bytes_down: int = 0
+    floats_up: int = 0
+    floats_down: int = 0
+
+    def add_down(self, obj, copies: int = 1) -> None:
+        nbytes, numel = payload_size(obj)
+        self.bytes_down += nbytes * copies
+        self.floats_down += numel * copies
+
+    def add_up(self, obj) -> None:
+        nbytes, numel = payload_size(obj)
+        self.bytes_up += nbytes
+        self.floats_up += numel

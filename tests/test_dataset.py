@@ -1,0 +1,445 @@
+"""Partitioning, the PFLlib on-disk format, the generators and the system's loader."""
+import contextlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from dataset import generate_common, generate_MNIST5k, htfl_format, partition
+from utils.data_utils import load_federated_dataset
+from utils.errors import UserError
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+def ten_class_labels(per_class=500):
+    return np.repeat(np.arange(10), per_class)
+
+
+def assert_exact_cover(parts, num_samples):
+    """Every index 0..num_samples-1 appears in exactly one part."""
+    joined = np.concatenate(parts)
+    assert len(joined) == num_samples
+    assert np.array_equal(np.sort(joined), np.arange(num_samples))
+
+
+# ----------------------------------------------------------------------------- partition
+
+def test_apportion_sums_exactly_and_respects_minimum():
+    counts = partition.apportion(101, np.array([0.5, 0.3, 0.2, 1e-9]), minimum=2)
+    assert counts.sum() == 101 and counts.min() >= 2
+    assert list(partition.apportion(10, np.ones(3))) == [4, 3, 3]
+    with pytest.raises(ValueError, match="at least 5 each out of 10"):
+        partition.apportion(10, np.ones(3), minimum=5)
+
+
+@pytest.mark.parametrize("balance", [True, False])
+def test_iid_covers_every_sample_once(balance):
+    labels = ten_class_labels(100)
+    parts = partition.iid(labels, 7, rng(), balance=balance)
+    assert len(parts) == 7
+    assert_exact_cover(parts, len(labels))
+    sizes = [len(p) for p in parts]
+    if balance:
+        assert max(sizes) - min(sizes) <= 1
+    else:
+        assert min(sizes) >= 1 and max(sizes) - min(sizes) > 1
+
+
+@pytest.mark.parametrize("balance", [True, False])
+@pytest.mark.parametrize("num_clients,class_per_client", [(20, 2), (7, 3), (3, 10)])
+def test_pat_gives_each_client_exactly_its_classes(num_clients, class_per_client, balance):
+    labels = ten_class_labels(100)
+    parts = partition.pat(labels, num_clients, class_per_client, rng(), balance=balance)
+    assert_exact_cover(parts, len(labels))
+    holders = np.zeros(10, dtype=int)
+    for part in parts:
+        classes = np.unique(labels[part])
+        assert len(classes) == class_per_client
+        holders[classes] += 1
+    # classes are spread over clients as evenly as possible
+    assert holders.max() - holders.min() <= 1
+    if balance:
+        for cls in range(10):
+            shares = [np.sum(labels[p] == cls) for p in parts if np.any(labels[p] == cls)]
+            assert max(shares) - min(shares) <= 1
+
+
+def test_pat_rejects_impossible_requests():
+    labels = ten_class_labels(5)
+    with pytest.raises(ValueError, match="between 1 and the 10 classes"):
+        partition.pat(labels, 4, 11, rng())
+    with pytest.raises(ValueError, match="cannot cover all 10 classes"):
+        partition.pat(labels, 3, 2, rng())
+    with pytest.raises(ValueError, match="class .* has 5 samples but .* clients hold it"):
+        partition.pat(labels, 30, 2, rng())
+
+
+def test_dir_covers_every_sample_once_and_tops_up_small_clients():
+    labels = ten_class_labels(500)
+    parts = partition.dir(labels, 20, 0.1, rng(3), least_samples=40)
+    assert_exact_cover(parts, len(labels))
+    assert min(len(p) for p in parts) >= 40
+    # alpha = 0.1 is strongly skewed: some client lacks most classes
+    assert min(len(np.unique(labels[p])) for p in parts) < 10
+
+
+def test_dir_with_500_clients_terminates_quickly_and_feeds_everyone():
+    labels = ten_class_labels(500)
+    start = time.perf_counter()
+    parts = partition.dir(labels, 500, 0.1, rng(1), least_samples=10)
+    assert time.perf_counter() - start < 5
+    assert len(parts) == 500
+    assert_exact_cover(parts, len(labels))
+    # 5,000 samples over 500 clients with a floor of 10: everyone ends with exactly 10
+    assert all(len(p) == 10 for p in parts)
+    parts = partition.dir(labels, 500, 0.05, rng(2), least_samples=5)
+    assert min(len(p) for p in parts) >= 5
+    assert_exact_cover(parts, len(labels))
+
+
+def test_dir_explains_an_unsatisfiable_floor():
+    with pytest.raises(ValueError, match=r"needs 5010 samples but there are 5000.*least_samples <= 9 or"):
+        partition.dir(ten_class_labels(500), 501, 0.1, rng(), least_samples=10)
+    with pytest.raises(ValueError, match="alpha must be positive"):
+        partition.dir(ten_class_labels(5), 2, 0.0, rng())
+
+
+@pytest.mark.parametrize("split", [
+    lambda labels, g: partition.dir(labels, 20, 0.1, g, least_samples=10),
+    lambda labels, g: partition.pat(labels, 20, 2, g),
+    lambda labels, g: partition.iid(labels, 20, g, balance=False),
+])
+def test_same_seed_same_split_and_different_seed_different(split):
+    labels = ten_class_labels(100)
+    first, again, other = split(labels, rng(5)), split(labels, rng(5)), split(labels, rng(6))
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, other))
+
+
+def test_partition_indices_dispatches_on_pfllib_arguments():
+    labels = ten_class_labels(50)
+    iid_parts = partition.partition_indices(labels, 5, rng(), niid=False, balance=True, partition=None)
+    assert sorted(len(p) for p in iid_parts) == [100] * 5
+    pat_parts = partition.partition_indices(labels, 5, rng(), niid=True, balance=False,
+                                            partition="pat", class_per_client=2)
+    assert all(len(np.unique(labels[p])) == 2 for p in pat_parts)
+    with pytest.raises(ValueError, match="'pat' or 'dir'"):
+        partition.partition_indices(labels, 5, rng(), niid=True, balance=False, partition="exdir")
+
+
+@pytest.mark.parametrize("size,num_train", [(100, 75), (10, 7), (41, 30), (3, 2)])
+def test_train_test_split_is_75_25_and_loses_nothing(size, num_train):
+    indices = np.arange(1000, 1000 + size)
+    train, test = partition.split_train_test(indices, rng())
+    assert len(train) == num_train and len(test) == size - num_train
+    assert np.array_equal(np.sort(np.concatenate([train, test])), indices)
+    same_train, _ = partition.split_train_test(indices, rng())
+    assert np.array_equal(train, same_train)
+
+
+# ----------------------------------------------------------------------------- format
+
+def small_clients(num_clients=3, seed=0):
+    g = rng(seed)
+    train, test = [], []
+    for client in range(num_clients):
+        n = 8 + client
+        train.append((g.standard_normal((n, 3, 4, 4)).astype(np.float32),
+                      g.integers(0, 5, n).astype(np.int64)))
+        test.append((g.standard_normal((3, 3, 4, 4)).astype(np.float32),
+                     g.integers(0, 5, 3).astype(np.int64)))
+    return train, test
+
+
+def write_small(folder, num_clients=3):
+    train, test = small_clients(num_clients)
+    config = htfl_format.write_dataset(
+        str(folder), train, test, num_classes=5, non_iid=True, balance=False, partition="dir",
+        alpha=0.1, batch_size=10, label_names=list("abcde"))
+    return train, test, config
+
+
+def test_format_round_trip(tmp_path):
+    train, test, _ = write_small(tmp_path)
+    for client in range(3):
+        for split, (x, y) in (("train", train[client]), ("test", test[client])):
+            read_x, read_y = htfl_format.read_client_split(str(tmp_path), split, client)
+            assert read_x.dtype == np.float32 and read_y.dtype == np.int64
+            assert np.array_equal(read_x, x) and np.array_equal(read_y, y)
+            # ...and PFLlib's own reader sees the same dict
+            with open(tmp_path / split / f"{client}.npz", "rb") as f:
+                record = np.load(f, allow_pickle=True)["data"].tolist()
+            assert np.array_equal(record["x"], x) and np.array_equal(record["y"], y)
+
+
+def test_config_carries_pfllib_fields_and_ours(tmp_path):
+    train, test, _ = write_small(tmp_path)
+    doc = json.loads((tmp_path / "config.json").read_text())
+    for key in ["num_clients", "num_classes", "non_iid", "balance", "partition",
+                "Size of samples for labels in clients", "alpha", "batch_size",
+                "label_names", "image_shape"]:
+        assert key in doc
+    assert doc["num_clients"] == 3 and doc["num_classes"] == 5
+    assert doc["label_names"] == list("abcde") and doc["image_shape"] == [3, 4, 4]
+    for client, pairs in enumerate(doc["Size of samples for labels in clients"]):
+        labels = np.concatenate([train[client][1], test[client][1]])
+        assert pairs == [[int(l), int(np.sum(labels == l))] for l in np.unique(labels)]
+    config = htfl_format.read_config(str(tmp_path))
+    assert config.num_clients == 3 and config.image_shape == (3, 4, 4)
+    assert config.label_names == list("abcde") and config.partition == "dir"
+
+
+def test_reads_a_folder_written_the_pfllib_way(tmp_path):
+    x = np.zeros((4, 1, 28, 28), dtype=np.float32)
+    y = np.array([0, 1, 2, 1], dtype=np.int64)
+    for split in ("train", "test"):
+        os.makedirs(tmp_path / split)
+        with open(tmp_path / split / "0.npz", "wb") as f:
+            np.savez_compressed(f, data={"x": x, "y": y})
+    config = {"num_clients": 1, "num_classes": 3, "non_iid": False, "balance": True,
+              "partition": None, "Size of samples for labels in clients": [[[0, 2], [1, 4], [2, 2]]],
+              "alpha": 0.1, "batch_size": 10}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    read = htfl_format.read_config(str(tmp_path))
+    assert read.label_names is None and read.image_shape is None
+    read_x, read_y = htfl_format.read_client_split(str(tmp_path), "test", 0)
+    assert np.array_equal(read_x, x) and np.array_equal(read_y, y)
+
+
+def test_rewriting_with_fewer_clients_removes_stale_files(tmp_path):
+    write_small(tmp_path, num_clients=3)
+    write_small(tmp_path, num_clients=2)
+    assert sorted(os.listdir(tmp_path / "train")) == ["0.npz", "1.npz"]
+
+
+def save_record(path, **record):
+    np.savez_compressed(path, data=record)
+
+
+def save_bare_array(path):
+    buffer = io.BytesIO()
+    np.save(buffer, np.zeros(3))
+    path.write_bytes(buffer.getvalue())
+
+
+@pytest.mark.parametrize("make_bad,message", [
+    (lambda p: p.write_bytes(b"not a zip at all"), "not a readable npz"),
+    (lambda p: p.write_bytes(p.read_bytes()[:200]), "not a readable npz"),
+    (save_bare_array, "not an npz archive"),
+    (lambda p: np.savez_compressed(p, x=np.zeros((1, 1, 2, 2), np.float32)), "no 'data' entry"),
+    (lambda p: save_record(p, x=np.zeros((1, 1, 2, 2), np.float32)), "dict with keys 'x' and 'y'"),
+    (lambda p: save_record(p, x=np.zeros((2, 1, 2, 2), np.uint8), y=np.zeros(2, np.int64)),
+     "x must be floating point"),
+    (lambda p: save_record(p, x=np.zeros((2, 1, 2, 2), np.float32), y=np.zeros(2, np.float32)),
+     "y must hold integer labels"),
+    (lambda p: save_record(p, x=np.zeros((2, 4), np.float32), y=np.zeros(2, np.int64)),
+     "x must be 4-D"),
+    (lambda p: save_record(p, x=np.zeros((2, 1, 2, 2), np.float32), y=np.zeros(3, np.int64)),
+     "x has 2 samples but y has 3"),
+])
+def test_strict_reading_rejects_damaged_files(tmp_path, make_bad, message):
+    write_small(tmp_path)
+    path = tmp_path / "train" / "1.npz"
+    make_bad(path)
+    with pytest.raises(ValueError, match=message) as info:
+        htfl_format.read_client_split(str(tmp_path), "train", 1)
+    assert str(path) in str(info.value)
+
+
+def test_strict_reading_reports_missing_pieces(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        htfl_format.read_config(str(tmp_path / "nowhere"))
+    write_small(tmp_path)
+    with pytest.raises(FileNotFoundError, match="7.npz is missing"):
+        htfl_format.read_client_split(str(tmp_path), "test", 7)
+    doc = json.loads((tmp_path / "config.json").read_text())
+    del doc["batch_size"]
+    (tmp_path / "config.json").write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="lacks the field.*batch_size"):
+        htfl_format.read_config(str(tmp_path))
+    (tmp_path / "config.json").write_text("{broken")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        htfl_format.read_config(str(tmp_path))
+    os.remove(tmp_path / "config.json")
+    with pytest.raises(FileNotFoundError, match="config.json is missing"):
+        htfl_format.read_config(str(tmp_path))
+
+
+# ----------------------------------------------------------------------------- generators
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    """A data root where MNIST5k was generated on first use by the loader."""
+    root = tmp_path_factory.mktemp("data")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        data = load_federated_dataset("MNIST5k", 20, 10, str(root))
+    assert "generating it" in printed.getvalue()
+    assert data.num_clients == 20
+    return root
+
+
+def test_generated_mnist5k_has_the_documented_shape(data_root):
+    folder = str(data_root / "MNIST5k")
+    config = htfl_format.read_config(folder)
+    assert config.num_clients == 20 and config.num_classes == 10
+    assert config.label_names == [str(d) for d in range(10)]
+    assert config.image_shape == (3, 32, 32) and config.partition == "dir" and config.non_iid
+    total = 0
+    for client in range(20):
+        sizes = {}
+        for split in ("train", "test"):
+            x, y = htfl_format.read_client_split(folder, split, client)
+            assert x.shape[1:] == (3, 32, 32) and x.dtype == np.float32
+            assert x.min() >= -1.0 and x.max() <= 1.0
+            assert np.array_equal(x[:, 0], x[:, 2])  # grey repeated to 3 channels
+            sizes[split] = len(y)
+        assert sizes["train"] == int(0.75 * (sizes["train"] + sizes["test"]))
+        total += sizes["train"] + sizes["test"]
+    assert total == 5000
+
+
+def test_mnist5k_pool_is_padded_and_normalised():
+    x, y, names = generate_MNIST5k.load_pool()
+    assert x.shape == (5000, 3, 32, 32) and x.dtype == np.float32
+    assert x.min() == -1.0 and x.max() == 1.0
+    assert np.all(x[:, :, :2, :] == -1.0) and np.all(x[:, :, :, -2:] == -1.0)  # padding
+    assert np.array_equal(np.bincount(y), [500] * 10) and names == [str(d) for d in range(10)]
+
+
+def test_mnist5k_cli_writes_a_pat_split_and_prints_a_summary(tmp_path, capsys):
+    out = tmp_path / "M"
+    status = generate_MNIST5k.main(["noniid", "balance", "pat", "--num_clients", "10",
+                                    "--class_per_client", "3", "--seed", "4", "--out", str(out)])
+    assert status == 0
+    printed = capsys.readouterr().out
+    assert "10 clients" in printed and "samples per client" in printed
+    assert "classes per client: min 3, mean 3.0, max 3" in printed
+    config = htfl_format.read_config(str(out))
+    assert config.balance and config.partition == "pat"
+    assert all(len(pairs) == 3 for pairs in config.label_counts)
+
+
+def test_generator_scripts_run_as_scripts_and_reject_bad_arguments(tmp_path):
+    script = os.path.join(REPO_ROOT, "dataset", "generate_MNIST5k.py")
+    shown = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True,
+                           cwd=tmp_path)
+    assert shown.returncode == 0 and "--num_clients" in shown.stdout
+    bad = subprocess.run([sys.executable, script, "noniid", "-", "-"], capture_output=True,
+                         text=True, cwd=tmp_path)
+    assert bad.returncode == 2 and "noniid needs a partition" in bad.stderr
+
+
+def test_cifar_generator_names_the_missing_root_flag(tmp_path, capsys):
+    from dataset import generate_Cifar10
+    assert generate_Cifar10.main(["noniid", "-", "dir", "--out", str(tmp_path / "C")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "--root" in error and "\n" not in error
+    assert generate_Cifar10.main(["noniid", "-", "dir", "--root", str(tmp_path / "absent")]) == 2
+    assert "--download" in capsys.readouterr().err
+
+
+class FakeCifar:
+    """Stands in for torchvision's CIFAR classes: uint8 NHWC data, list targets."""
+    classes = ["cat", "dog"]
+
+    def __init__(self, root, train, download):
+        n = 6 if train else 2
+        self.data = np.full((n, 32, 32, 3), 255 if train else 0, dtype=np.uint8)
+        self.data[:, 0, 0, 1] = 51
+        self.targets = [i % 2 for i in range(n)]
+
+
+def test_torchvision_pool_is_pooled_nchw_in_unit_range(tmp_path):
+    x, y, names = generate_common.load_torchvision_pool(FakeCifar, "Fake", str(tmp_path), False)
+    assert x.shape == (8, 3, 32, 32) and x.dtype == np.float32
+    assert np.all(x[:6, 0] == 1.0) and np.all(x[6:, 0] == -1.0)
+    assert np.allclose(x[:, 1, 0, 0], 51 / 255 * 2 - 1)  # channel 1 moved to axis 1
+    assert y.tolist() == [0, 1, 0, 1, 0, 1, 0, 1] and names == ["cat", "dog"]
+
+
+# ----------------------------------------------------------------------------- loader
+
+def test_loader_returns_cpu_tensors_for_the_first_clients(data_root):
+    data = load_federated_dataset("MNIST5k", 5, None, str(data_root))
+    assert data.num_clients == 5 and data.num_classes == 10
+    assert data.image_shape == (3, 32, 32) and data.label_names == tuple(str(d) for d in range(10))
+    folder = str(data_root / "MNIST5k")
+    for client_id, client in enumerate(data.clients):
+        assert client.train_x.dtype == torch.float32 and client.train_y.dtype == torch.int64
+        assert client.test_x.device.type == "cpu"
+        x, y = htfl_format.read_client_split(folder, "test", client_id)
+        assert torch.equal(client.test_x, torch.from_numpy(x))
+        assert torch.equal(client.test_y, torch.from_numpy(y))
+        assert client.num_train == len(client.train_y) > 0
+
+
+def test_loader_is_fast_once_generated(data_root):
+    start = time.perf_counter()
+    load_federated_dataset("MNIST5k", 20, 10, str(data_root))
+    assert time.perf_counter() - start < 1.0
+
+
+def user_error(*args):
+    with pytest.raises(UserError) as info:
+        load_federated_dataset(*args)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_missing_dataset_with_a_generator_says_how_to_generate_it(tmp_path):
+    message = user_error("Cifar10", 20, None, str(tmp_path))
+    assert f"dataset 'Cifar10' not found at {tmp_path / 'Cifar10'}" in message
+    assert "`python dataset/generate_Cifar10.py noniid - dir`" in message
+
+
+def test_unknown_dataset_lists_the_available_ones(data_root):
+    message = user_error("Nope", 20, None, str(data_root))
+    assert "dataset 'Nope' not found" in message and "available datasets" in message
+    assert message.endswith("MNIST5k")
+
+
+def test_path_like_names_are_refused(data_root):
+    assert "plain folder name" in user_error("../MNIST5k", 20, None, str(data_root))
+
+
+def test_too_many_clients_names_both_numbers(data_root):
+    message = user_error("MNIST5k", 50, None, str(data_root))
+    assert "--num_clients 50" in message and "(20)" in message
+
+
+def test_num_classes_mismatch_says_to_drop_or_fix_the_flag(data_root):
+    message = user_error("MNIST5k", 20, 100, str(data_root))
+    assert "100" in message and "10 classes" in message
+    assert "drop the flag" in message and "--num_classes 10" in message
+
+
+def test_corrupt_npz_names_the_file_and_suggests_regenerating(data_root, tmp_path):
+    shutil.copytree(data_root / "MNIST5k", tmp_path / "MNIST5k")
+    bad = tmp_path / "MNIST5k" / "test" / "3.npz"
+    bad.write_bytes(b"garbage")
+    message = user_error("MNIST5k", 20, None, str(tmp_path))
+    assert str(bad) in message and "regenerate" in message
+
+
+def test_out_of_range_labels_and_unfinished_folders_are_user_errors(tmp_path):
+    write_small(tmp_path / "Small")
+    doc = json.loads((tmp_path / "Small" / "config.json").read_text())
+    doc["num_classes"], doc["label_names"] = 2, ["a", "b"]
+    (tmp_path / "Small" / "config.json").write_text(json.dumps(doc))
+    assert "but config.json says 2 classes" in user_error("Small", 3, None, str(tmp_path))
+    os.remove(tmp_path / "Small" / "config.json")
+    assert "has no config.json" in user_error("Small", 3, None, str(tmp_path))
