@@ -59,7 +59,7 @@ class clientKTL(Client):
             self.proj.load_state_dict(self.proj_initial)
         payload = payload or {}
         if "images" in payload:
-            self.generated = (self.to_device(payload["images"]), self.to_device(payload["latents"]))
+            self.generated = (self.images_to_device(payload["images"]), self.to_device(payload["latents"]))
             self._generated_batches = self.cycle_generated()
         else:
             self.generated = self._generated_batches = None

@@ -160,7 +160,7 @@ class GanTrainer:
 
     def __init__(self, generator_config: dict | None = None, d_width: int = 32, lr_g: float = 2e-4,
                  lr_d: float = 2e-4, mapping_lr_mult: float = 0.1, r1_gamma: float = 0.1, r1_every: int = 8,
-                 translate: int = 3, ema_beta: float = 0.999, seed: int = 0):
+                 translate: int = 3, ema_beta: float = 0.998, seed: int = 0):
         torch.manual_seed(seed)
         self.G = BuiltinGenerator(**(generator_config or {}))
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
@@ -250,7 +250,7 @@ def fixed_latents(generator: BuiltinGenerator, n: int = 64, seed: int = 1234) ->
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=6000, help="training steps (one D and one G update each)")
+    parser.add_argument("--steps", type=int, default=3200, help="training steps (one D and one G update each)")
     parser.add_argument("--minutes", type=float, default=0.0, help="stop after this many minutes (0: no limit)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
@@ -286,6 +286,10 @@ def main(argv=None) -> None:
             break
     bar.close()
 
+    # The EMA generator's own W centre, for truncation (the tracked one follows the live G).
+    with torch.no_grad():
+        z = torch.randn(8192, trainer.G_ema.z_dim, generator=torch.Generator().manual_seed(args.seed + 3))
+        trainer.G_ema.mapping.w_avg.copy_(trainer.G_ema.mapping(z)[:, 0].mean(dim=0))
     save_builtin_generator(trainer.G_ema, args.out)
     if args.samples:
         with torch.no_grad():

@@ -1,0 +1,65 @@
+#!/usr/bin/env python
+"""Seconds per round, split by phase, for FedKTL (and Local for comparison).
+
+    python system/benchmark_round.py                 # default config, 6 rounds each
+    python system/benchmark_round.py -gr 10 -m HtFE-cpu --threads 2
+
+Any flag of main.py can be passed. Round 0 is left out of the medians: FedKTL has no
+generated images to train on yet, so it is not a representative round.
+"""
+import argparse
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import main  # noqa: E402
+from utils.result_utils import read_results, result_name  # noqa: E402
+
+PHASES = ("client_training", "prototype_collection", "alignment", "generation", "evaluation", "communication")
+
+
+def run_and_read(algorithm: str, flags: list, out: str) -> dict:
+    argv = ["-algo", algorithm, "--out", out, "--save_generated_every", "0", *flags]
+    if main.main(argv) != 0:
+        raise SystemExit(f"{algorithm} run failed")
+    args = main.parse_args(argv)
+    series, _ = read_results(os.path.join(out, result_name(args.dataset, algorithm, args.goal, 0) + ".h5"))
+    return series
+
+
+def median_after_first(values) -> float:
+    values = np.asarray(values, dtype=float)
+    return float(np.median(values[1:] if len(values) > 1 else values))
+
+
+def main_cli(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--algorithms", default="FedKTL,Local", help="comma-separated (default FedKTL,Local)")
+    known, flags = parser.parse_known_args(argv)
+    if "-gr" not in flags:
+        flags += ["-gr", "6"]
+    rows = {}
+    with tempfile.TemporaryDirectory() as out:
+        for algorithm in known.algorithms.split(","):
+            rows[algorithm] = run_and_read(algorithm, flags, os.path.join(out, algorithm))
+    print("\nmedian seconds per round (rounds 1.., round 0 excluded)")
+    print(f"{'phase':<24}" + "".join(f"{a:>12}" for a in rows))
+    for phase in PHASES:
+        cells = []
+        for series in rows.values():
+            column = series["phase_seconds"].get(phase)
+            cells.append(f"{median_after_first(column):>12.2f}" if column is not None else f"{'-':>12}")
+        print(f"{phase:<24}" + "".join(cells))
+    print(f"{'total round':<24}" + "".join(f"{median_after_first(s['round_seconds']):>12.2f}" for s in rows.values()))
+    if "FedKTL" in rows and "Local" in rows:
+        ratio = median_after_first(rows["FedKTL"]["round_seconds"]) / median_after_first(rows["Local"]["round_seconds"])
+        print(f"FedKTL / Local round time: {ratio:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main_cli())
