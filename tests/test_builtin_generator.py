@@ -62,7 +62,8 @@ def test_samples_are_diverse(generator, z64):
     dist = torch.cdist(flat, flat) / flat.shape[1] ** 0.5  # RMS per-pixel difference
     off_diag = dist[~torch.eye(len(flat), dtype=torch.bool)]
     assert off_diag.mean().item() > MIN_PAIR_DIST, off_diag.mean().item()
-    assert off_diag.min().item() > 0.01  # no two samples are (near) identical
+    # Two flat patches of sky can legitimately be close; many such pairs would be collapse.
+    assert (off_diag < 0.02).float().mean().item() < 0.02
 
 
 def test_w_space_is_spread(generator, z64):

@@ -418,13 +418,13 @@ def test_path_like_names_are_refused(data_root):
 
 def test_too_many_clients_names_both_numbers(data_root):
     message = user_error("MNIST5k", 50, None, str(data_root))
-    assert "--num_clients 50" in message and "(20)" in message
+    assert "-nc 50" in message and "(20)" in message and "pass -nc 20" in message
 
 
 def test_num_classes_mismatch_says_to_drop_or_fix_the_flag(data_root):
     message = user_error("MNIST5k", 20, 100, str(data_root))
     assert "100" in message and "10 classes" in message
-    assert "drop the flag" in message and "--num_classes 10" in message
+    assert "drop -nb" in message and "pass -nb 10" in message
 
 
 def test_corrupt_npz_names_the_file_and_suggests_regenerating(data_root, tmp_path):

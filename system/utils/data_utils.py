@@ -58,7 +58,7 @@ def load_federated_dataset(name: str, num_clients: int, num_classes: Optional[in
     """
     _check_name(name)
     if isinstance(num_clients, bool) or not isinstance(num_clients, int) or num_clients < 1:
-        raise UserError(f"--num_clients must be a positive integer, got {num_clients!r}")
+        raise UserError(f"-nc must be a positive integer, got {num_clients!r}")
     folder = os.path.join(data_root, name)
     if not os.path.isfile(os.path.join(folder, htfl_format.CONFIG_FILE)):
         _make_or_explain_missing(name, folder, data_root)
@@ -69,13 +69,12 @@ def load_federated_dataset(name: str, num_clients: int, num_classes: Optional[in
         raise UserError(f"cannot use dataset '{name}': {_one_line(exc)}; "
                         f"{_regenerate_hint(name, folder)}") from exc
     if num_clients > config.num_clients:
-        raise UserError(f"--num_clients {num_clients} asks for more clients than dataset '{name}' "
-                        f"has ({config.num_clients}): pass --num_clients {config.num_clients} or "
-                        f"fewer, or regenerate it with --num_clients {num_clients}")
+        raise UserError(f"-nc {num_clients} asks for more clients than dataset '{name}' "
+                        f"has ({config.num_clients}): pass -nc {config.num_clients} or "
+                        f"fewer, or regenerate the dataset with --num_clients {num_clients}")
     if num_classes is not None and num_classes != config.num_classes:
-        raise UserError(f"--num_classes {num_classes} does not match dataset '{name}', which has "
-                        f"{config.num_classes} classes: drop the flag or pass "
-                        f"--num_classes {config.num_classes}")
+        raise UserError(f"-nb {num_classes} does not match dataset '{name}', which has "
+                        f"{config.num_classes} classes: drop -nb or pass -nb {config.num_classes}")
 
     clients = tuple(_load_client(name, folder, config, client_id)
                     for client_id in range(num_clients))

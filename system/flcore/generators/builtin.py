@@ -51,14 +51,18 @@ class MappingNetwork(nn.Module):
         # Running mean of w, the centre that truncation pulls towards.
         self.register_buffer("w_avg", torch.zeros(w_dim))
 
-    def forward(self, z: torch.Tensor, c=None, truncation_psi: float = 1.0, update_w_avg: bool = False) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, c=None, truncation_psi: float = 1.0, truncation_cutoff: int | None = None,
+                update_w_avg: bool = False, **_ignored) -> torch.Tensor:
         w = self.net(normalize_2nd_moment(z.float()))
         if update_w_avg:
             with torch.no_grad():
                 self.w_avg.lerp_(w.detach().mean(dim=0), 1.0 - self.w_avg_beta)
+        ws = w.unsqueeze(1).repeat(1, self.num_ws, 1)
         if truncation_psi != 1.0:
-            w = self.w_avg + truncation_psi * (w - self.w_avg)
-        return w.unsqueeze(1).repeat(1, self.num_ws, 1)
+            # As in StyleGAN: pull towards the mean w, optionally only for the first layers.
+            cutoff = self.num_ws if truncation_cutoff is None else truncation_cutoff
+            ws[:, :cutoff] = self.w_avg.lerp(ws[:, :cutoff], truncation_psi)
+        return ws
 
 
 class StyledConv(nn.Module):

@@ -82,7 +82,8 @@ class Server:
         setup_traffic = self.executor.take_traffic()
         self.series["setup_bytes_down"] = [setup_traffic.bytes_down]
         self.series["setup_floats_down"] = [setup_traffic.floats_down]
-        bar = tqdm(range(self.global_rounds), desc=self.name, unit="round", dynamic_ncols=True)
+        # disable=None: a bar on a terminal, none in log files of scripted sweeps.
+        bar = tqdm(range(self.global_rounds), desc=self.name, unit="round", dynamic_ncols=True, disable=None)
         rounds_done = 0
         for round_idx in bar:
             start = time.perf_counter()
