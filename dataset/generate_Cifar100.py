@@ -10,21 +10,9 @@ if not __package__:  # run as a script: make `import dataset.…` resolve
 
 from dataset import generate_common  # noqa: E402
 
-NAME = "Cifar100"
-
-
-def load_pool(root, download: bool) -> tuple:
-    """(x float32 [60000, 3, 32, 32] in [-1, 1], y int64, torchvision's class names)."""
-    from torchvision.datasets import CIFAR100
-    return generate_common.load_torchvision_pool(CIFAR100, "CIFAR-100", root, download)
-
 
 def main(argv=None) -> int:
-    return generate_common.run(
-        sys.argv[1:] if argv is None else argv, NAME,
-        default_out=os.path.join(generate_common.repo_dataset_dir(), NAME),
-        load_pool=lambda args: load_pool(args.root, args.download),
-        add_source_arguments=generate_common.add_torchvision_arguments)
+    return generate_common.run_torchvision(argv, "Cifar100", "CIFAR100", "CIFAR-100")
 
 
 if __name__ == "__main__":

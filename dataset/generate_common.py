@@ -156,6 +156,17 @@ def load_torchvision_pool(dataset_class: Callable, title: str, root: Optional[st
     return x, labels, [str(name) for name in splits[0].classes]
 
 
+def run_torchvision(argv: Optional[Sequence[str]], dataset_name: str, class_name: str, title: str) -> int:
+    """The command for a torchvision CIFAR-style dataset (`class_name` in torchvision.datasets)."""
+    def load(args):
+        import torchvision.datasets
+        return load_torchvision_pool(getattr(torchvision.datasets, class_name), title, args.root, args.download)
+
+    return run(sys.argv[1:] if argv is None else argv, dataset_name,
+               default_out=os.path.join(repo_dataset_dir(), dataset_name),
+               load_pool=load, add_source_arguments=add_torchvision_arguments)
+
+
 def repo_dataset_dir() -> str:
     """The repository's dataset/ folder, where generated datasets live by default."""
     return os.path.dirname(os.path.abspath(__file__))
