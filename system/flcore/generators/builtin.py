@@ -71,8 +71,8 @@ class StyledConv(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, w_dim: int, upsample: bool):
         super().__init__()
         self.upsample = upsample
-        # Reflect padding: zero padding lets the net locate image borders, and it did so
-        # by painting fixed dots in the corners.
+        # Reflect padding: with zero padding the net locates image borders and paints
+        # fixed dots in the corners; reflecting makes that much weaker (faint ones remain).
         self.conv = nn.Conv2d(in_ch, out_ch, 3, padding=1, padding_mode="reflect")
         self.style = nn.Linear(w_dim, 2 * out_ch)
         # Small random weights: images depend on w from the first step (zero weights would
