@@ -19,7 +19,7 @@ GLOBAL_DEFAULTS = {
     "server_learning_rate": 0.01,
     "server_batch_size": 100,
     "server_epochs": 100,
-    "gen_batch_size": 4,
+    "gen_batch_size": 0,
 }
 
 TRUE_WORDS = {"1", "true", "t", "yes", "y", "on"}
@@ -91,9 +91,19 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("-lam", "--lamda", type=float, default=None, help="weight of the centroid MSE (1.0)")
     k.add_argument("-mu", "--mu", type=float, default=None, help="weight of the latent MSE on clients (50)")
     k.add_argument("-GPath", "--generator_path", default=None,
-                   help="generator weights; default: the bundled built-in generator")
-    k.add_argument("-gbs", "--gen_batch_size", type=int, default=None, help="images per generator call")
-    k.add_argument("-prompt", "--stable_diffusion_prompt", default="a cat")
+                   help="generator weights: a built-in .pt (default: the bundled one), a StyleGAN "
+                        "pickle, or a Stable Diffusion folder, by -algo")
+    k.add_argument("-gbs", "--gen_batch_size", type=int, default=None,
+                   help="images per generator call (default 0: all classes at once, halved on GPU "
+                        "out-of-memory)")
+    k.add_argument("-prompt", "--stable_diffusion_prompt", default="a cat",
+                   help="Stable Diffusion prompt, encoded once per run (default 'a cat')")
+    k.add_argument("--stylegan_utils", default=None, metavar="DIR",
+                   help="folder holding NVlabs' torch_utils/ and dnnlib/, needed to unpickle StyleGAN "
+                        "pickles (default stylegan/stylegan-utils when present)")
+    k.add_argument("--sd_steps", type=int, default=50, help="Stable Diffusion denoising steps (50)")
+    k.add_argument("--sd_guidance", type=float, default=7.5, help="classifier-free guidance scale (7.5)")
+    add_bool(k, "--sd_fp16", help="Stable Diffusion weights in float16 (CUDA only)")
     add_bool(k, "--ktl_fixed_proj",
              help="reset the projection layer to the server's initial one every round (original code)")
     add_bool(k, "--ktl_separate_forward",
@@ -120,9 +130,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def apply_algorithm_defaults(args, server_class) -> None:
-    for dest, value in GLOBAL_DEFAULTS.items():
+    """Fill every flag the user left unset from the algorithm's DEFAULTS, then GLOBAL_DEFAULTS."""
+    for dest in {**GLOBAL_DEFAULTS, **server_class.DEFAULTS}:
         if getattr(args, dest, None) is None:
-            setattr(args, dest, server_class.DEFAULTS.get(dest, value))
+            setattr(args, dest, server_class.DEFAULTS.get(dest, GLOBAL_DEFAULTS.get(dest)))
 
 
 def validate(args) -> None:
@@ -138,7 +149,8 @@ def validate(args) -> None:
         (args.feature_dim >= 1, "-fd must be at least 1"),
         (args.server_epochs >= 0, "-se must be non-negative"),
         (args.server_batch_size >= 2, "-sbs must be at least 2 (the feature transformer uses BatchNorm)"),
-        (args.gen_batch_size >= 1, "-gbs must be at least 1"),
+        (args.gen_batch_size >= 0, "-gbs must be 0 (all classes per call) or more"),
+        (args.sd_steps >= 1, "--sd_steps must be at least 1"),
         (args.eval_batch_size >= 1, "--eval_batch_size must be at least 1"),
     ]
     for ok, message in checks:

@@ -30,3 +30,70 @@ def make_tiny_generator(path: str, seed: int = 0) -> str:
         torch.manual_seed(seed)
         save_builtin_generator(BuiltinGenerator(), path)
     return path
+
+
+# A generator with NVlabs StyleGAN's interface, as the source of a module inside a
+# stand-in `torch_utils` package: pickles of it, like NVlabs pickles, can only be
+# loaded when that package is importable.
+TINY_STYLEGAN_SOURCE = '''
+import torch
+from torch import nn
+
+
+class TinyStyleGAN(nn.Module):
+    def __init__(self, z_dim=16, w_dim=24, c_dim=0, num_ws=5, img_resolution=8, read_on_load=None):
+        super().__init__()
+        self.z_dim, self.w_dim, self.c_dim, self.num_ws = z_dim, w_dim, c_dim, num_ws
+        self.img_resolution, self.img_channels = img_resolution, 3
+        self.read_on_load = read_on_load
+        self.map = nn.Linear(z_dim + c_dim, w_dim)
+        self.to_image = nn.Linear(w_dim, 3 * img_resolution ** 2)
+
+    def mapping(self, z, c, truncation_psi=1):
+        if self.c_dim:
+            assert c.shape == (len(z), self.c_dim) and torch.all(c.sum(1) == 1), "needs one-hot classes"
+            z = torch.cat([z, c], dim=1)
+        else:
+            assert c is None, "unconditional"
+        return torch.tanh(self.map(z)).unsqueeze(1).repeat(1, self.num_ws, 1)
+
+    def synthesis(self, ws, noise_mode="random"):
+        assert ws.shape[1:] == (self.num_ws, self.w_dim) and noise_mode == "const"
+        r = self.img_resolution
+        return torch.tanh(3 * self.to_image(ws.mean(1))).view(-1, 3, r, r)
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if self.read_on_load:  # like StyleGAN-XL, which opens in_embeddings/... from the cwd
+            with open(self.read_on_load) as f:
+                f.read()
+'''
+
+
+def make_stylegan_utils(folder: str, in_embeddings: bool = False) -> str:
+    """A folder standing in for an NVlabs clone: torch_utils/ (with the tiny network) and dnnlib/."""
+    os.makedirs(os.path.join(folder, "torch_utils"), exist_ok=True)
+    os.makedirs(os.path.join(folder, "dnnlib"), exist_ok=True)
+    for package in ("torch_utils", "dnnlib"):
+        open(os.path.join(folder, package, "__init__.py"), "w").close()
+    with open(os.path.join(folder, "torch_utils", "tiny_stylegan.py"), "w") as f:
+        f.write(TINY_STYLEGAN_SOURCE)
+    if in_embeddings:
+        os.makedirs(os.path.join(folder, "in_embeddings"), exist_ok=True)
+        with open(os.path.join(folder, "in_embeddings", "embedding.txt"), "w") as f:
+            f.write("0.0\n")
+    return folder
+
+
+def make_stylegan_pickle(utils_dir: str, path: str, content: str = "{'G_ema': G, 'D': None}", **kwargs) -> str:
+    """Pickle a TinyStyleGAN in a separate process (so this one never imports the stand-in
+    torch_utils); `content` is the pickled object's expression in terms of G."""
+    import subprocess
+    import sys
+
+    script = (f"import sys, pickle, torch; sys.path.insert(0, {utils_dir!r}); torch.manual_seed(0)\n"
+              f"from torch_utils.tiny_stylegan import TinyStyleGAN\n"
+              f"G = TinyStyleGAN(**{kwargs!r}).eval()\n"
+              f"with open({path!r}, 'wb') as f: pickle.dump({content}, f)\n")
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, timeout=120)
+    return path

@@ -68,3 +68,54 @@ def test_unknown_algorithm_lists_choices_and_suggests_case():
     assert "\n" not in str(exc.value)
     with pytest.raises(UserError, match="did you mean FedKTL"):
         get_server_class("fedktl")
+
+
+# The three FedKTL lines of the original run_me.sh, flags exactly as written there.
+ORIGINAL_RUN_ME = {
+    "FedKTL-stylegan-xl": "-t 3 -ab 1 -lr 0.01 -jr 1 -lbs 10 -ls 1 -nc 20 -nb 100 -data Cifar100 -m HtM10 "
+                          "-fd 512 -did 5 -algo FedKTL-stylegan-xl -slr 0.01 -sbs 100 -se 100 -lam 1 -mu 50",
+    "FedKTL-stylegan-3": "-t 3 -ab 1 -lr 0.01 -jr 1 -lbs 10 -ls 1 -nc 20 -nb 100 -data Cifar100 -m HtM10 "
+                         "-fd 512 -did 2 -algo FedKTL-stylegan-3 -slr 0.01 -sbs 100 -se 100 -lam 0.1 -mu 50 "
+                         "-GPath stylegan/stylegan-3-models/Benches-512.pkl",
+    "FedKTL-stable-diffusion": "-t 3 -ab 1 -lr 0.01 -jr 1 -lbs 10 -ls 1 -nc 20 -nb 100 -data Cifar100 -m HtM10 "
+                               "-fd 512 -did 1 -algo FedKTL-stable-diffusion -slr 0.1 -sbs 100 -se 100 "
+                               "-lam 0.01 -mu 100 -GPath stable-diffusion/v1.5",
+}
+
+
+@pytest.mark.parametrize("algorithm", sorted(ORIGINAL_RUN_ME))
+def test_original_run_me_lines_parse_and_validate(algorithm):
+    args = parse_args(ORIGINAL_RUN_ME[algorithm].split())
+    server_class = get_server_class(args.algorithm)
+    apply_algorithm_defaults(args, server_class)
+    validate(args)
+    assert args.algorithm == algorithm and args.auto_break is True and args.times == 3
+    assert (args.num_classes, args.model_family, args.device_id) == (100, "HtM10", args.device_id)
+    assert args.generator_path.startswith(("stylegan/", "stable-diffusion/"))
+
+
+@pytest.mark.parametrize("algorithm,expected", [
+    ("FedKTL-stylegan-xl", (0.01, 100, 100, 1.0, 50.0, "stylegan/stylegan-xl-models/imagenet64.pkl")),
+    ("FedKTL-stylegan-3", (0.01, 100, 100, 0.1, 50.0, None)),
+    ("FedKTL-stable-diffusion", (0.1, 100, 100, 0.01, 100.0, "stable-diffusion/v1.5")),
+])
+def test_generator_variants_default_to_the_papers_server_settings(algorithm, expected):
+    args = parse_args(["-algo", algorithm])
+    apply_algorithm_defaults(args, get_server_class(algorithm))
+    assert (args.server_learning_rate, args.server_batch_size, args.server_epochs, args.lamda, args.mu,
+            args.generator_path) == expected
+    overridden = parse_args(["-algo", algorithm, "-lam", "3", "-GPath", "mine"])
+    apply_algorithm_defaults(overridden, get_server_class(algorithm))
+    assert (overridden.lamda, overridden.generator_path) == (3.0, "mine")
+
+
+def test_relative_generator_paths_fall_back_to_the_repository_root(tmp_path, monkeypatch):
+    from flcore.generators import registry
+
+    (tmp_path / "stylegan").mkdir()
+    (tmp_path / "stylegan" / "G.pkl").write_bytes(b"x")
+    monkeypatch.setattr(registry, "REPO_ROOT", str(tmp_path))
+    monkeypatch.chdir(tmp_path / "stylegan")  # e.g. `cd system` before running the original lines
+    assert registry.resolve_path("stylegan/G.pkl") == str(tmp_path / "stylegan" / "G.pkl")
+    assert registry.resolve_path("G.pkl") == str(tmp_path / "stylegan" / "G.pkl")
+    assert registry.resolve_path("stylegan/none.pkl") is None

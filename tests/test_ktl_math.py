@@ -78,3 +78,37 @@ def test_class_means_and_presence():
     assert torch.allclose(means[0], torch.tensor([2.0, 1.0]))
     assert torch.allclose(means[2], torch.tensor([5.0, 5.0]))
     assert present.tolist() == [True, False, True]
+
+
+class CountingGenerator:
+    """Records the batch sizes it is asked for; fails above `fits` like a full GPU."""
+
+    def __init__(self, fits):
+        self.fits, self.calls = fits, []
+
+    def synthesize(self, latents):
+        self.calls.append(len(latents))
+        if len(latents) > self.fits:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return latents[:, :1, None, None].repeat(1, 3, 2, 2)
+
+
+def test_generation_batches_by_gbs_and_auto_halves_on_out_of_memory(capsys):
+    from types import SimpleNamespace
+
+    from flcore.servers.serverktl import FedKTL
+
+    latents = torch.arange(10.0).unsqueeze(1).repeat(1, 4)
+    fixed = SimpleNamespace(args=SimpleNamespace(gen_batch_size=4), generator=CountingGenerator(fits=10))
+    images = FedKTL.generate(fixed, latents)
+    assert fixed.generator.calls == [4, 4, 2]
+    assert torch.equal(images[:, 0, 0, 0], torch.arange(10.0))
+    auto = SimpleNamespace(args=SimpleNamespace(gen_batch_size=0), generator=CountingGenerator(fits=3))
+    images = FedKTL.generate(auto, latents)
+    assert auto.generator.calls[:2] == [10, 5] and auto.generator.calls[-4:] == [3, 3, 3, 1]
+    assert torch.equal(images[:, 0, 0, 0], torch.arange(10.0))
+    assert auto.auto_gen_batch == 3  # later rounds start from the size that fitted
+    assert "retrying with 3 images per call" in capsys.readouterr().out
+    auto.generator.calls.clear()
+    FedKTL.generate(auto, latents)
+    assert auto.generator.calls == [3, 3, 3, 1]

@@ -6,6 +6,9 @@ from utils.errors import UserError
 
 ALGORITHMS = {
     "FedKTL": "flcore.servers.serverktl:FedKTL",
+    "FedKTL-stylegan-3": "flcore.servers.serverktl_stylegan_3:FedKTLStyleGAN3",
+    "FedKTL-stylegan-xl": "flcore.servers.serverktl_stylegan_xl:FedKTLStyleGANXL",
+    "FedKTL-stable-diffusion": "flcore.servers.serverktl_stable_diffusion:FedKTLStableDiffusion",
     "Local": "flcore.servers.serverlocal:Local",
 }
 

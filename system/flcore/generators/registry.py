@@ -1,27 +1,87 @@
-"""Which generator backs FedKTL: chosen by the algorithm name, loaded from `-GPath`."""
+"""Which generator backs FedKTL: chosen by the algorithm, loaded from `-GPath`.
+
+Loaders take the parsed flags (each backend reads its own: `--stylegan_utils`,
+`-prompt`, `--sd_steps`, ...) and return a `GeneratorAdapter`. Backends import their
+heavy dependencies only when chosen.
+"""
 import os
 
 from utils.errors import UserError
 
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-def load_builtin(path, device):
+
+def resolve_path(path: str):
+    """`path` as given (relative to the working directory) if it exists, else relative to the
+    repository root (so the original `cd system; sh run_me.sh` lines find `stylegan/...`),
+    else None."""
+    for candidate in (path, os.path.join(REPO_ROOT, path)):
+        if os.path.exists(candidate):
+            return os.path.abspath(candidate)
+    return None
+
+
+def require_path(path, flag: str, what: str, readme: str) -> str:
+    """The resolved `path`, or a one-line error saying what belongs there."""
+    if not path:
+        raise UserError(f"this algorithm needs {flag}: give {what} (see {readme})")
+    found = resolve_path(path)
+    if found is None:
+        raise UserError(f"{flag} {path!r} does not exist: give {what} (see {readme})")
+    return found
+
+
+def load_builtin(args, device):
     from flcore.generators.builtin import load_builtin_generator
     from flcore.generators.stylegan_like import StyleGANLikeAdapter
 
-    if path is not None and not os.path.exists(path):
-        raise UserError(f"-GPath {path!r} does not exist: give the path of a built-in generator "
-                        "weights file, or drop -GPath to use the bundled one")
+    path = args.generator_path
+    if path is not None:
+        path = require_path(path, "-GPath", "a built-in generator weights file, or drop -GPath "
+                            "to use the bundled one", "README.md")
     return StyleGANLikeAdapter(load_builtin_generator(path, device=device), device=device)
+
+
+def load_stylegan(args, device):
+    from flcore.generators.stylegan_pickle import load_stylegan_pickle
+    from flcore.generators.stylegan_like import StyleGANLikeAdapter
+
+    if not args.generator_path:
+        raise UserError(f"{args.algorithm} needs -GPath: give a StyleGAN network pickle, e.g. "
+                        "stylegan/stylegan-3-models/Benches-512.pkl (see stylegan/README.md)")
+    return StyleGANLikeAdapter(load_stylegan_pickle(args.generator_path, args.stylegan_utils), device=device)
+
+
+def load_stable_diffusion(args, device):
+    from flcore.generators.stable_diffusion import load_stable_diffusion_adapter
+
+    return load_stable_diffusion_adapter(args, device)
 
 
 GENERATOR_LOADERS = {
     "builtin": load_builtin,
+    "stylegan": load_stylegan,
+    "stable-diffusion": load_stable_diffusion,
 }
 
 
-def load_generator(kind: str, path, device):
+#: flags that change what a loader returns; runs that agree on them share one loaded generator
+LOADER_FLAGS = ("generator_path", "stylegan_utils", "stable_diffusion_prompt", "sd_steps", "sd_guidance",
+                "sd_fp16")
+_loaded = {}
+
+
+def load_generator(kind: str, args, device):
+    """The adapter for `kind`, loaded once per process for the same flags and device (the
+    repetitions of `-t` reuse it; generators are frozen, so sharing changes nothing)."""
     try:
         loader = GENERATOR_LOADERS[kind]
     except KeyError:
         raise UserError(f"unknown generator {kind!r}: choose one of {', '.join(GENERATOR_LOADERS)}") from None
-    return loader(path, device)
+    path = resolve_path(args.generator_path) if args.generator_path else None
+    stamp = os.path.getmtime(path) if path else None  # a rewritten file is loaded afresh
+    key = (kind, str(device), stamp, *(repr(getattr(args, flag, None)) for flag in LOADER_FLAGS))
+    if key not in _loaded:
+        _loaded.clear()  # keep at most one generator in memory
+        _loaded[key] = loader(args, device)
+    return _loaded[key]

@@ -56,7 +56,7 @@ class FedKTL(Server):
 
     def setup(self):
         args = self.args
-        self.generator = load_generator(self.generator_kind, args.generator_path, self.device)
+        self.generator = load_generator(self.generator_kind, args, self.device)
         latent_dim = self.generator.latent_dim
         self.image_shape = tuple(self.data.image_shape)
         with torch.random.fork_rng(devices=[]):
@@ -122,10 +122,21 @@ class FedKTL(Server):
     # ---- generation ---------------------------------------------------------------------
     @torch.no_grad()
     def generate(self, latents: torch.Tensor) -> torch.Tensor:
-        """One image per class in [0, 1], in batches of `-gbs`."""
-        batch = max(1, self.args.gen_batch_size)
-        return torch.cat([self.generator.synthesize(latents[i:i + batch])
-                          for i in range(0, len(latents), batch)])
+        """One image per class in [0, 1], in batches of `-gbs` (0: as large as memory allows,
+        starting with all classes and halving on CUDA out-of-memory)."""
+        batch = self.args.gen_batch_size or getattr(self, "auto_gen_batch", len(latents))
+        while True:
+            try:
+                return torch.cat([self.generator.synthesize(latents[i:i + batch])
+                                  for i in range(0, len(latents), batch)])
+            except torch.cuda.OutOfMemoryError:
+                if batch == 1:
+                    raise
+                batch = (batch + 1) // 2
+                torch.cuda.empty_cache()
+                print(f"generation ran out of GPU memory: retrying with {batch} images per call")
+                if not self.args.gen_batch_size:
+                    self.auto_gen_batch = batch
 
     def to_client_images(self, images: torch.Tensor) -> torch.Tensor:
         """Resize and center-crop to the clients' size, then normalise as client data ([-1, 1])."""

@@ -1,0 +1,8 @@
+"""FedKTL with a pre-trained StyleGAN3 (NVlabs pickle from -GPath): only the backend and
+the paper's StyleGAN3 server settings differ from FedKTL."""
+from flcore.servers.serverktl import FedKTL
+
+
+class FedKTLStyleGAN3(FedKTL):
+    generator_kind = "stylegan"
+    DEFAULTS = {**FedKTL.DEFAULTS, "lamda": 0.1, "mu": 50.0, "server_learning_rate": 0.01}
