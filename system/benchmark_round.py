@@ -3,8 +3,10 @@
 
     python system/benchmark_round.py                 # default config, 6 rounds each
     python system/benchmark_round.py -gr 10 -m HtFE-cpu --threads 2
+    python system/benchmark_round.py --algorithms FedKTL,FedKTL-stylegan-3=G.pkl --stylegan_utils DIR
 
-Any flag of main.py can be passed. Round 0 is left out of the medians: FedKTL has no
+Any flag of main.py can be passed; `ALGO=PATH` in `--algorithms` gives that algorithm its
+own `-GPath`. Round 0 is left out of the medians: FedKTL has no
 generated images to train on yet, so it is not a representative round.
 """
 import argparse
@@ -23,6 +25,9 @@ PHASES = ("client_training", "prototype_collection", "alignment", "generation", 
 
 
 def run_and_read(algorithm: str, flags: list, out: str) -> dict:
+    algorithm, _, generator_path = algorithm.partition("=")
+    if generator_path:
+        flags = [*flags, "-GPath", generator_path]
     argv = ["-algo", algorithm, "--out", out, "--save_generated_every", "0", *flags]
     if main.main(argv) != 0:
         raise SystemExit(f"{algorithm} run failed")
@@ -38,14 +43,15 @@ def median_after_first(values) -> float:
 
 def main_cli(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--algorithms", default="FedKTL,Local", help="comma-separated (default FedKTL,Local)")
+    parser.add_argument("--algorithms", default="Local,FedKTL",
+                        help="comma-separated; ratios are against the first (default Local,FedKTL)")
     known, flags = parser.parse_known_args(argv)
     if "-gr" not in flags:
         flags += ["-gr", "6"]
     rows = {}
     with tempfile.TemporaryDirectory() as out:
         for algorithm in known.algorithms.split(","):
-            rows[algorithm] = run_and_read(algorithm, flags, os.path.join(out, algorithm))
+            rows[algorithm.partition("=")[0]] = run_and_read(algorithm, flags, os.path.join(out, str(len(rows))))
     print("\nmedian seconds per round (rounds 1.., round 0 excluded)")
     print(f"{'phase':<24}" + "".join(f"{a:>12}" for a in rows))
     for phase in PHASES:
@@ -55,9 +61,10 @@ def main_cli(argv=None) -> int:
             cells.append(f"{median_after_first(column):>12.2f}" if column is not None else f"{'-':>12}")
         print(f"{phase:<24}" + "".join(cells))
     print(f"{'total round':<24}" + "".join(f"{median_after_first(s['round_seconds']):>12.2f}" for s in rows.values()))
-    if "FedKTL" in rows and "Local" in rows:
-        ratio = median_after_first(rows["FedKTL"]["round_seconds"]) / median_after_first(rows["Local"]["round_seconds"])
-        print(f"FedKTL / Local round time: {ratio:.2f}x")
+    names = list(rows)
+    for name in names[1:]:
+        ratio = median_after_first(rows[name]["round_seconds"]) / median_after_first(rows[names[0]]["round_seconds"])
+        print(f"{name} / {names[0]} round time: {ratio:.2f}x")
     return 0
 
 

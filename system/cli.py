@@ -22,6 +22,10 @@ GLOBAL_DEFAULTS = {
     "gen_batch_size": 0,
 }
 
+DEFAULT_ROUNDS = 50
+#: HtFLlib's default: runs with -ab and no -gr end by auto-break, not by the round count
+DEFAULT_ROUNDS_AUTO_BREAK = 2000
+
 TRUE_WORDS = {"1", "true", "t", "yes", "y", "on"}
 FALSE_WORDS = {"0", "false", "f", "no", "n", "off"}
 
@@ -58,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-nc", "--num_clients", type=int, default=20)
     g.add_argument("-jr", "--join_ratio", type=float, default=1.0, help="fraction of clients per round")
     add_bool(g, "-rjr", "--random_join_ratio", help="draw the number of joining clients each round")
-    g.add_argument("-gr", "--global_rounds", type=int, default=50)
+    g.add_argument("-gr", "--global_rounds", type=int, default=None,
+                   help=f"global rounds (default {DEFAULT_ROUNDS}; {DEFAULT_ROUNDS_AUTO_BREAK} with -ab, as in "
+                        "HtFLlib, where auto-break ends the run)")
     g.add_argument("-ls", "--local_epochs", type=int, default=1)
     g.add_argument("-lbs", "--batch_size", type=int, default=10)
     g.add_argument("-lr", "--local_learning_rate", type=float, default=0.01)
@@ -131,6 +137,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def apply_algorithm_defaults(args, server_class) -> None:
     """Fill every flag the user left unset from the algorithm's DEFAULTS, then GLOBAL_DEFAULTS."""
+    if args.global_rounds is None:
+        args.global_rounds = DEFAULT_ROUNDS_AUTO_BREAK if args.auto_break else DEFAULT_ROUNDS
     for dest in {**GLOBAL_DEFAULTS, **server_class.DEFAULTS}:
         if getattr(args, dest, None) is None:
             setattr(args, dest, server_class.DEFAULTS.get(dest, GLOBAL_DEFAULTS.get(dest)))

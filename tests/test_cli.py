@@ -119,3 +119,10 @@ def test_relative_generator_paths_fall_back_to_the_repository_root(tmp_path, mon
     assert registry.resolve_path("stylegan/G.pkl") == str(tmp_path / "stylegan" / "G.pkl")
     assert registry.resolve_path("G.pkl") == str(tmp_path / "stylegan" / "G.pkl")
     assert registry.resolve_path("stylegan/none.pkl") is None
+
+
+def test_rounds_default_to_htfllibs_2000_only_with_auto_break():
+    for flags, rounds in ((["-ab", "1"], 2000), ([], 50), (["-ab", "1", "-gr", "7"], 7), (["-ab", "0"], 50)):
+        args = parse_args(flags)
+        apply_algorithm_defaults(args, get_server_class("FedKTL"))
+        assert args.global_rounds == rounds, flags

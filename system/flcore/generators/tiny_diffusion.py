@@ -22,8 +22,9 @@ def tiny_tokenizer_vocabulary():
     return {token: index for index, token in enumerate(tokens)}
 
 
-def build_tiny_stable_diffusion(seed: int = 0):
-    """A `StableDiffusionPipeline` with random weights and no safety checker."""
+def build_tiny_stable_diffusion(seed: int = 0, latent_size: int = 32):
+    """A `StableDiffusionPipeline` with random weights and no safety checker; latents are
+    4 x latent_size x latent_size, images twice that size."""
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
@@ -32,7 +33,7 @@ def build_tiny_stable_diffusion(seed: int = 0):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(
-            sample_size=32, in_channels=4, out_channels=4, layers_per_block=2,
+            sample_size=latent_size, in_channels=4, out_channels=4, layers_per_block=2,
             block_out_channels=(32, 64), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
             up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
             attention_head_dim=8, norm_num_groups=32)
@@ -40,7 +41,7 @@ def build_tiny_stable_diffusion(seed: int = 0):
             in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32, 64),
             down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
             up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), norm_num_groups=32,
-            sample_size=64)
+            sample_size=2 * latent_size)
         text_encoder = CLIPTextModel(CLIPTextConfig(
             vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_attention_heads=4,
             num_hidden_layers=2, max_position_embeddings=16, bos_token_id=vocab["<|startoftext|>"],
@@ -52,8 +53,13 @@ def build_tiny_stable_diffusion(seed: int = 0):
                                    requires_safety_checker=False)
 
 
-def save_tiny_stable_diffusion(folder: str, seed: int = 0) -> str:
-    build_tiny_stable_diffusion(seed).save_pretrained(folder)
+def save_tiny_stable_diffusion(folder: str, seed: int = 0, latent_size: int = 32) -> str:
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()  # a bar per file is noise for a 6 MB pipeline
+    transformers_logging.disable_progress_bar()
+    build_tiny_stable_diffusion(seed, latent_size).save_pretrained(folder)
     return folder
 
 
