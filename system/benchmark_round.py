@@ -53,14 +53,16 @@ def main_cli(argv=None) -> int:
         for algorithm in known.algorithms.split(","):
             rows[algorithm.partition("=")[0]] = run_and_read(algorithm, flags, os.path.join(out, str(len(rows))))
     print("\nmedian seconds per round (rounds 1.., round 0 excluded)")
-    print(f"{'phase':<24}" + "".join(f"{a:>12}" for a in rows))
+    widths = [max(12, len(name) + 2) for name in rows]
+    print(f"{'phase':<24}" + "".join(f"{a:>{w}}" for a, w in zip(rows, widths)))
     for phase in PHASES:
         cells = []
-        for series in rows.values():
+        for series, w in zip(rows.values(), widths):
             column = series["phase_seconds"].get(phase)
-            cells.append(f"{median_after_first(column):>12.2f}" if column is not None else f"{'-':>12}")
+            cells.append(f"{median_after_first(column):>{w}.2f}" if column is not None else f"{'-':>{w}}")
         print(f"{phase:<24}" + "".join(cells))
-    print(f"{'total round':<24}" + "".join(f"{median_after_first(s['round_seconds']):>12.2f}" for s in rows.values()))
+    print(f"{'total round':<24}" + "".join(f"{median_after_first(s['round_seconds']):>{w}.2f}"
+                                            for s, w in zip(rows.values(), widths)))
     names = list(rows)
     for name in names[1:]:
         ratio = median_after_first(rows[name]["round_seconds"]) / median_after_first(rows[names[0]]["round_seconds"])
