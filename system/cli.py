@@ -20,6 +20,16 @@ GLOBAL_DEFAULTS = {
     "server_batch_size": 100,
     "server_epochs": 100,
     "gen_batch_size": 0,
+    # HtFLlib's main.py defaults for the baselines' flags
+    "noise_dim": 512,
+    "generator_learning_rate": 0.005,
+    "hidden_dim": 512,
+    "alpha": 1.0,
+    "beta": 1.0,
+    "mentee_learning_rate": 0.01,
+    "T_start": 0.95,
+    "T_end": 0.98,
+    "margin_threthold": 100.0,
 }
 
 DEFAULT_ROUNDS = 50
@@ -91,10 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     k = p.add_argument_group("FedKTL")
     k.add_argument("-slr", "--server_learning_rate", type=float, default=None,
-                   help="Adam lr of the feature transformer and centroids (0.01)")
-    k.add_argument("-sbs", "--server_batch_size", type=int, default=None, help="prototypes per server batch (100)")
-    k.add_argument("-se", "--server_epochs", type=int, default=None, help="server alignment epochs (100)")
-    k.add_argument("-lam", "--lamda", type=float, default=None, help="weight of the centroid MSE (1.0)")
+                   help="server learning rate (FedKTL: Adam for transformer and centroids, 0.01 or 0.1 "
+                        "with SD; FedGH/FedTGP: SGD, 0.01)")
+    k.add_argument("-sbs", "--server_batch_size", type=int, default=None, help="server batch size (FedKTL 100; FedGH/FedTGP 10)")
+    k.add_argument("-se", "--server_epochs", type=int, default=None, help="server epochs per round (FedKTL 100, FedGH 1, FedTGP 100, FedGen 100)")
+    k.add_argument("-lam", "--lamda", type=float, default=None, help="per-algorithm weight: FedKTL centroid MSE (1.0), FedProto/FedTGP prototype MSE (10), FD logit MSE (1)")
     k.add_argument("-mu", "--mu", type=float, default=None, help="weight of the latent MSE on clients (50)")
     k.add_argument("-GPath", "--generator_path", default=None,
                    help="generator weights: a built-in .pt (default: the bundled one), a StyleGAN "
@@ -117,6 +128,19 @@ def build_parser() -> argparse.ArgumentParser:
                   "instead of one fused pass")
     k.add_argument("--save_generated_every", type=int, default=1,
                    help="save the generated images as PNG every this many rounds (0: never)")
+    b = p.add_argument_group("baselines (HtFLlib's flags; defaults per algorithm, see README)")
+    b.add_argument("-nd", "--noise_dim", type=int, default=None, help="FedGen: noise width (32)")
+    b.add_argument("-glr", "--generator_learning_rate", type=float, default=None,
+                   help="FedGen: server generator learning rate (3e-4)")
+    b.add_argument("-hd", "--hidden_dim", type=int, default=None, help="FedGen: generator hidden width (512)")
+    b.add_argument("-al", "--alpha", type=float, default=None, help="FML: weight of the private model's cross-entropy; its KL term gets 1 - alpha (0.5)")
+    b.add_argument("-bt", "--beta", type=float, default=None, help="FML: weight of the shared model's cross-entropy; its KL term gets 1 - beta (0.5)")
+    b.add_argument("-mlr", "--mentee_learning_rate", type=float, default=None,
+                   help="FedKD: learning rate of the shared mentee (0.01)")
+    b.add_argument("-Ts", "--T_start", type=float, default=None, help="FedKD: SVD energy kept at the start (0.95)")
+    b.add_argument("-Te", "--T_end", type=float, default=None, help="FedKD: SVD energy kept at the end (0.98)")
+    b.add_argument("-mart", "--margin_threthold", type=float, default=None,
+                   help="FedTGP: upper bound of the adaptive margin (100)")
     return p
 
 

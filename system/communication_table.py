@@ -1,9 +1,11 @@
 #!/usr/bin/env python
-"""FedKTL's per-round traffic in million floats, measured by running the library on data
-shaped as the paper's Table (Cifar100: 100 classes, 32x32, 600 images per class;
-Dirichlet 0.1 over 20 clients; HtFE8), for each generator's latent size.
+"""Per-round traffic in million floats, measured by running the library on data shaped as
+the FedKTL paper's communication table (Cifar100: 100 classes, 32x32, 600 images per class;
+Dirichlet 0.1 over 20 clients; HtFE8): FedKTL for each generator's latent size, and the
+baselines.
 
-    python system/communication_table.py            # about 2 minutes on 2 CPU cores
+    python system/communication_table.py                       # everything, ~15 min on 2 CPU cores
+    python system/communication_table.py --algorithms FedKTL    # FedKTL's generators only
 
 Traffic depends only on shapes: which classes each client holds (prototypes up), the
 number of classes, the clients' image size and the latent width (images and latents
@@ -31,7 +33,11 @@ from dataset import htfl_format, partition  # noqa: E402
 from dataset.generate_common import default_least_samples  # noqa: E402
 from utils.result_utils import read_results, result_name  # noqa: E402
 
-PAPER = {"FedKTL, StyleGAN-XL or StyleGAN3 (w 512)": (0.09, 7.17)}
+#: the paper's figures (million floats up / down per round)
+PAPER = {"FedKTL, StyleGAN-XL or StyleGAN3 (w 512)": (0.09, 7.17), "FedProto": (0.46, 1.02),
+         "FD": (0.09, 0.20), "LG-FedAvg": (1.03, 1.03), "FedGH": (0.46, 1.03), "FedGen": (1.03, 7.66),
+         "FML": (18.50, 18.50), "FedKD": (16.52, 16.52)}
+BASELINES = ("FedProto", "FD", "LG-FedAvg", "FedGH", "FedGen", "FML", "FedKD", "FedTGP")
 NUM_CLASSES, PER_CLASS, NUM_CLIENTS, IMAGE_SHAPE = 100, 600, 20, (3, 32, 32)
 
 
@@ -71,6 +77,8 @@ def measure(argv: list, out: str) -> tuple:
 def main_cli(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-m", "--model_family", default="HtFE8")
+    parser.add_argument("--algorithms", default="FedKTL," + ",".join(BASELINES),
+                        help="comma-separated; FedKTL stands for its two latent sizes")
     known = parser.parse_args(argv)
     from flcore.generators.builtin import BuiltinGenerator, save_builtin_generator
     from flcore.generators.tiny_diffusion import save_tiny_stable_diffusion
@@ -84,9 +92,14 @@ def main_cli(argv=None) -> int:
         common = ["-data", "Cifar100Shaped", "--data_root", tmp, "-nb", "100", "-nc", "20", "-m",
                   known.model_family, "-gr", "2", "-se", "1", "-eg", "10", "--save_generated_every", "0",
                   "-dev", "cpu"]
-        runs = {"FedKTL, StyleGAN-XL or StyleGAN3 (w 512)": ["-algo", "FedKTL", "-GPath", w512],
-                "FedKTL, Stable Diffusion v1.5 (4x64x64)": ["-algo", "FedKTL-stable-diffusion", "-GPath", sd,
-                                                            "--sd_steps", "1", "-gbs", "10"]}
+        runs = {}
+        for algorithm in known.algorithms.split(","):
+            if algorithm == "FedKTL":
+                runs["FedKTL, StyleGAN-XL or StyleGAN3 (w 512)"] = ["-algo", "FedKTL", "-GPath", w512]
+                runs["FedKTL, Stable Diffusion v1.5 (4x64x64)"] = [
+                    "-algo", "FedKTL-stable-diffusion", "-GPath", sd, "--sd_steps", "1", "-gbs", "10"]
+            else:
+                runs[algorithm] = ["-algo", algorithm]
         for index, (label, flags) in enumerate(runs.items()):
             rows[label] = measure(common + flags, os.path.join(tmp, f"run{index}"))
     print(f"\nper-round traffic, million floats, all {NUM_CLIENTS} clients ({known.model_family}, "

@@ -126,3 +126,14 @@ def test_rounds_default_to_htfllibs_2000_only_with_auto_break():
         args = parse_args(flags)
         apply_algorithm_defaults(args, get_server_class("FedKTL"))
         assert args.global_rounds == rounds, flags
+
+
+def test_every_registered_algorithm_resolves_to_a_server_with_a_client():
+    from flcore.registry import ALGORITHMS
+    from flcore.servers.serverbase import Server
+
+    assert {"FedProto", "FD", "FedDistill", "LG-FedAvg", "FML", "FedKD", "FedGen", "FedGH", "FedTGP"} <= set(ALGORITHMS)
+    for name in ALGORITHMS:
+        server_class = get_server_class(name)
+        assert issubclass(server_class, Server) and server_class.client_class is not None, name
+        assert set(server_class.DEFAULTS) <= {action for action in vars(parse_args([]))}, name

@@ -10,6 +10,15 @@ ALGORITHMS = {
     "FedKTL-stylegan-xl": "flcore.servers.serverktl_stylegan_xl:FedKTLStyleGANXL",
     "FedKTL-stable-diffusion": "flcore.servers.serverktl_stable_diffusion:FedKTLStableDiffusion",
     "Local": "flcore.servers.serverlocal:Local",
+    "FedProto": "flcore.servers.serverproto:FedProto",
+    "FD": "flcore.servers.serverfd:FD",
+    "FedDistill": "flcore.servers.serverfd:FD",
+    "LG-FedAvg": "flcore.servers.serverlg:LGFedAvg",
+    "FML": "flcore.servers.serverfml:FML",
+    "FedKD": "flcore.servers.serverkd:FedKD",
+    "FedGen": "flcore.servers.servergen:FedGen",
+    "FedGH": "flcore.servers.servergh:FedGH",
+    "FedTGP": "flcore.servers.servertgp:FedTGP",
 }
 
 

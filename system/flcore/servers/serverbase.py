@@ -159,3 +159,8 @@ class Server:
         per_round = float(np.median(rounds)) if rounds else math.nan
         print(f"[{self.name}] best test accuracy {acc[best]:.4f} after "
               f"{self.series['eval_rounds'][best]} round(s); median {per_round:.2f} s/round")
+        up, down = self.series["floats_up"], self.series["floats_down"]
+        if up:
+            print(f"[{self.name}] traffic per round, all clients: {np.mean(up) / 1e6:.4g}M floats up, "
+                  f"{np.mean(down) / 1e6:.4g}M floats down (mean of {len(up)} rounds); "
+                  f"{self.series['setup_floats_down'][0] / 1e6:.4g}M floats down once at setup")

@@ -1,0 +1,14 @@
+"""LG-FedAvg client: trains its whole model with cross-entropy, shares only the head."""
+from flcore.clients.clientbase import Client
+from utils.payload import state_to_payload
+
+
+class clientLG(Client):
+    def load_head(self, payload) -> dict:
+        """Replace the head with the server's averaged one; the feature extractor stays local."""
+        self.model.head.load_state_dict(payload["head"])
+        self._train_loss = None  # the cached training loss was for the old head
+        return {}
+
+    def upload(self) -> dict:
+        return {"head": state_to_payload(self.model.head)}

@@ -1,0 +1,313 @@
+"""Paper-style tables and curves from a folder (or several) of result files.
+
+A run is one `{dataset}_{algorithm}_{goal}_{index}.h5` written by `utils.result_utils`.
+Runs are grouped into settings (the table's columns) and algorithms (its rows):
+
+- the setting of a run is its `-go` tag when the user set one (anything but the default
+  `test`), prefixed with the dataset when one tag covers several datasets; otherwise it is
+  "{dataset} {partition}" with the partition ("dir", "pat" or "iid") read from the
+  dataset's config.json under the run's `--data_root` (left out when that file is not
+  there), plus the model family when the runs use more than one;
+- runs with the same setting and algorithm are repetitions; a cell is the mean ± std
+  (population std, as HtFLlib's summary) over repetitions of each run's best accuracy,
+  in percent with two decimals. Any series of fractions where higher is better can be
+  reported (`--metric rs_test_auc`, `rs_client_mean_acc`).
+
+Files without a `config` attribute (HtFLlib's own) are read by their names.
+"""
+import csv
+import json
+import os
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from utils.errors import UserError
+from utils.result_utils import list_results, read_results
+
+DEFAULT_GOAL = "test"
+# The order of the FedKTL paper's tables; FedKTL variants come last, unknown names before them.
+PAPER_ORDER = ("Local", "LG-FedAvg", "FedGen", "FedGH", "FML", "FedKD", "FD", "FedDistill",
+               "FedProto", "FedTGP")
+MISSING = "–"
+
+
+@dataclass
+class Run:
+    path: str
+    dataset: str
+    algorithm: str
+    goal: str
+    model_family: str = ""
+    partition: str = ""
+    best: float = float("nan")  # best value of the metric, as stored (a fraction)
+    rounds: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    values: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    floats_up: float = float("nan")  # mean per round
+    floats_down: float = float("nan")
+    setting: str = ""
+
+
+# ---- reading ----------------------------------------------------------------------------
+def find_result_files(dirs: list[str]) -> list[str]:
+    missing = [d for d in dirs if not os.path.isdir(d)]
+    if missing:
+        raise UserError(f"results folder not found: {', '.join(missing)}")
+    files = [path for d in dirs for path in list_results(d)]
+    if not files:
+        raise UserError(f"no result files (*.h5) in {', '.join(dirs)}")
+    return files
+
+
+def names_from_file(path: str) -> dict:
+    """dataset, algorithm and goal from `{dataset}_{algorithm}_{goal}_{index}.h5`."""
+    stem = os.path.splitext(os.path.basename(path))[0]
+    parts = stem.rsplit("_", 1)[0].split("_", 2)
+    parts += [DEFAULT_GOAL] * (3 - len(parts))
+    return {"dataset": parts[0], "algorithm": parts[1], "goal": parts[2]}
+
+
+def dataset_partition(config: dict) -> str:
+    """"dir", "pat" or "iid" from the dataset's config.json; "" when it cannot be read."""
+    if not config.get("data_root") or not config.get("dataset"):
+        return ""
+    try:
+        with open(os.path.join(config["data_root"], config["dataset"], "config.json")) as f:
+            doc = json.load(f)
+    except (OSError, ValueError):
+        return ""
+    if not doc.get("non_iid"):
+        return "iid"
+    return str(doc.get("partition") or "")
+
+
+def run_from_file(path: str, metric: str) -> Run:
+    """One run's summary; raises OSError/KeyError/ValueError when the file cannot serve."""
+    series, config = read_results(path)
+    if metric not in series or len(series[metric]) == 0:
+        raise KeyError(f"no {metric!r} series")
+    values = np.asarray(series[metric], dtype=np.float64)
+    rounds = np.asarray(series.get("eval_rounds", np.arange(len(values)) * config.get("eval_gap", 1)),
+                        dtype=np.float64)
+    if len(rounds) != len(values):
+        raise ValueError(f"{len(rounds)} eval_rounds for {len(values)} {metric!r} values")
+    names = names_from_file(path)
+    return Run(path=path,
+               dataset=str(config.get("dataset", names["dataset"])),
+               algorithm=str(config.get("algorithm", names["algorithm"])),
+               goal=str(config.get("goal", names["goal"])),
+               model_family=str(config.get("model_family", "")),
+               partition=dataset_partition(config),
+               best=float(np.nanmax(values)), rounds=rounds, values=values,
+               floats_up=mean_or_nan(series.get("floats_up")),
+               floats_down=mean_or_nan(series.get("floats_down")))
+
+
+def mean_or_nan(values) -> float:
+    return float(np.mean(values)) if values is not None and len(values) else float("nan")
+
+
+def load_runs(dirs: list[str], metric: str, warn=print) -> list[Run]:
+    """Every readable run in `dirs`; unreadable files are skipped with a warning naming them."""
+    runs = []
+    for path in find_result_files(dirs):
+        try:
+            runs.append(run_from_file(path, metric))
+        except (OSError, KeyError, ValueError) as exc:
+            warn(f"warning: skipping {path}: {' '.join(str(exc).split())}")
+    if not runs:
+        raise UserError(f"no readable result files in {', '.join(dirs)}")
+    assign_settings(runs)
+    return runs
+
+
+# ---- grouping ---------------------------------------------------------------------------
+def assign_settings(runs: list[Run]) -> None:
+    """Fill each run's `setting` label by the rule in this module's docstring."""
+    datasets_per_goal = defaultdict(set)
+    for run in runs:
+        datasets_per_goal[run.goal].add(run.dataset)
+    several_families = len({run.model_family for run in runs}) > 1
+    for run in runs:
+        if run.goal != DEFAULT_GOAL:
+            shared = len(datasets_per_goal[run.goal]) > 1
+            run.setting = f"{run.dataset} {run.goal}" if shared else run.goal
+        else:
+            parts = [run.dataset, run.partition, run.model_family if several_families else ""]
+            run.setting = " ".join(p for p in parts if p)
+
+
+def order_algorithms(names) -> list[str]:
+    names = set(names)
+    known = [n for n in PAPER_ORDER if n in names]
+    ktl = sorted(n for n in names if n.startswith("FedKTL"))
+    others = sorted(names - set(known) - set(ktl))
+    return known + others + ktl
+
+
+def group_runs(runs: list[Run]) -> dict:
+    """{(setting, algorithm): [runs]}"""
+    groups = defaultdict(list)
+    for run in runs:
+        groups[(run.setting, run.algorithm)].append(run)
+    return dict(groups)
+
+
+# ---- numbers and formatting -------------------------------------------------------------
+def mean_std(values) -> tuple[float, float]:
+    values = np.asarray(values, dtype=np.float64)
+    return float(np.mean(values)), float(np.std(values))
+
+
+def format_cell(values) -> str:
+    """Best accuracies (fractions) of the repetitions -> "mean ± std" in percent."""
+    mean, std = mean_std(np.asarray(values) * 100.0)
+    return f"{mean:.2f} ± {std:.2f}"
+
+
+def format_millions(floats: float) -> str:
+    if not np.isfinite(floats):
+        return MISSING
+    millions = floats / 1e6
+    if millions == 0 or millions >= 0.01:
+        return f"{millions:.2f}"
+    return f"{millions:.2g}"
+
+
+def accuracy_table(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows: one row per algorithm, one column per setting."""
+    groups = group_runs(runs)
+    settings = sorted({run.setting for run in runs})
+    rows = []
+    for algorithm in order_algorithms(run.algorithm for run in runs):
+        cells = [format_cell([r.best for r in groups[(s, algorithm)]]) if (s, algorithm) in groups else MISSING
+                 for s in settings]
+        rows.append([algorithm] + cells)
+    return ["Algorithm"] + settings, rows
+
+
+def accuracy_records(runs: list[Run]) -> list[dict]:
+    """One record per (setting, algorithm): repetitions, mean and std in percent."""
+    groups = group_runs(runs)
+    records = []
+    for setting in sorted({run.setting for run in runs}):
+        for algorithm in order_algorithms(run.algorithm for run in runs):
+            if (setting, algorithm) in groups:
+                best = [r.best * 100.0 for r in groups[(setting, algorithm)]]
+                mean, std = mean_std(best)
+                records.append({"setting": setting, "algorithm": algorithm, "runs": len(best),
+                                "mean": f"{mean:.2f}", "std": f"{std:.2f}"})
+    return records
+
+
+def communication_table(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
+    """Per algorithm and setting: mean million floats per round, "up / down"."""
+    groups = group_runs(runs)
+    settings = sorted({run.setting for run in runs})
+    rows = []
+    for algorithm in order_algorithms(run.algorithm for run in runs):
+        cells = []
+        for setting in settings:
+            group = groups.get((setting, algorithm))
+            if group is None:
+                cells.append(MISSING)
+            else:
+                up = np.mean([r.floats_up for r in group])
+                down = np.mean([r.floats_down for r in group])
+                cells.append(f"{format_millions(up)} / {format_millions(down)}")
+        rows.append([algorithm] + cells)
+    return ["Algorithm"] + [f"{s} (M floats up / down per round)" for s in settings], rows
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def mean_curve(runs: list[Run]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rounds, mean and std over the runs that evaluated at each round (runs stopped by
+    auto-break simply drop out of later rounds)."""
+    by_round = defaultdict(list)
+    for run in runs:
+        for r, v in zip(run.rounds, run.values):
+            by_round[float(r)].append(float(v))
+    rounds = np.array(sorted(by_round))
+    means = np.array([np.mean(by_round[r]) for r in rounds])
+    stds = np.array([np.std(by_round[r]) for r in rounds])
+    return rounds, means, stds
+
+
+def file_label(setting: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", setting).strip("_") or "setting"
+
+
+# ---- writing ----------------------------------------------------------------------------
+def write_csv(path: str, records: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["setting", "algorithm", "runs", "mean", "std"])
+        writer.writeheader()
+        writer.writerows(records)
+
+
+def plot_curves(path: str, setting: str, runs: list[Run], metric: str) -> None:
+    """Accuracy (percent) against rounds, one line per algorithm, mean ± std shaded."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
+    except ImportError as exc:
+        raise UserError(f"plots need matplotlib: pip install matplotlib ({exc})") from exc
+    groups = group_runs(runs)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for algorithm in order_algorithms(run.algorithm for run in runs):
+        group = groups.get((setting, algorithm))
+        if not group:
+            continue
+        rounds, means, stds = mean_curve(group)
+        line, = ax.plot(rounds, means * 100.0, label=f"{algorithm} (n={len(group)})")
+        if len(group) > 1:
+            ax.fill_between(rounds, (means - stds) * 100.0, (means + stds) * 100.0,
+                            color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.set_title(setting)
+    ax.set_xlabel("round")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel(f"{metric} (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(runs: list[Run], out_dir: str, metric: str) -> list[str]:
+    """table.md, table.csv, comm.md and one curves_<setting>.png per setting; returns the paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    written = []
+    header, rows = accuracy_table(runs)
+    path = os.path.join(out_dir, "table.md")
+    with open(path, "w") as f:
+        f.write(f"Best {metric} (%), mean ± std over repetitions\n\n" + markdown_table(header, rows))
+    written.append(path)
+    path = os.path.join(out_dir, "table.csv")
+    write_csv(path, accuracy_records(runs))
+    written.append(path)
+    header, rows = communication_table(runs)
+    path = os.path.join(out_dir, "comm.md")
+    with open(path, "w") as f:
+        f.write("Mean traffic per round, all clients, in million floats (up / down)\n\n"
+                + markdown_table(header, rows))
+    written.append(path)
+    used = set()
+    for setting in sorted({run.setting for run in runs}):
+        name = f"curves_{file_label(setting)}"
+        while name in used:  # two labels that differ only in punctuation
+            name += "_"
+        used.add(name)
+        path = os.path.join(out_dir, name + ".png")
+        plot_curves(path, setting, runs, metric)
+        written.append(path)
+    return written

@@ -1,0 +1,168 @@
+"""system/report.py: tables, CSV, communication table and curves from fake result files."""
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import report
+from utils.report_utils import (Run, assign_settings, format_cell, format_millions, mean_curve,
+                                names_from_file, order_algorithms)
+from utils.result_utils import result_name, write_results
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def make_data_root(root, dataset, partition):
+    folder = root / dataset
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({"non_iid": partition != "iid",
+                                                    "partition": None if partition == "iid" else partition}))
+    return str(root)
+
+
+def write_run(out, dataset, algorithm, index, accuracies, data_root, goal="test", family="HtFE-cpu",
+              floats_up=(0, 0), floats_down=(0, 0)):
+    os.makedirs(out, exist_ok=True)
+    series = {"rs_test_acc": list(accuracies), "eval_rounds": list(range(len(accuracies))),
+              "floats_up": list(floats_up), "floats_down": list(floats_down)}
+    config = {"dataset": dataset, "algorithm": algorithm, "goal": goal, "model_family": family,
+              "data_root": data_root, "run_index": index}
+    path = os.path.join(out, result_name(dataset, algorithm, goal, index) + ".h5")
+    write_results(path, series, config)
+    return path
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    """MNIST5k (Dirichlet): FedGen twice (best 50%, 60%), Local once (best 70%);
+    Cifar10 (pathological), in a second folder: FedGen once (best 40%)."""
+    data_root = tmp_path / "data"
+    make_data_root(data_root, "MNIST5k", "dir")
+    make_data_root(data_root, "Cifar10", "pat")
+    first, second = str(tmp_path / "results"), str(tmp_path / "more")
+    write_run(first, "MNIST5k", "FedGen", 0, [0.1, 0.5, 0.4], str(data_root),
+              floats_up=(1e6, 3e6), floats_down=(7e6, 9e6))
+    write_run(first, "MNIST5k", "FedGen", 1, [0.2, 0.3, 0.6], str(data_root),
+              floats_up=(2e6, 2e6), floats_down=(8e6, 8e6))
+    write_run(first, "MNIST5k", "Local", 0, [0.1, 0.7, 0.65], str(data_root))
+    write_run(second, "Cifar10", "FedGen", 0, [0.2, 0.4], str(data_root), floats_up=(5e3, 5e3))
+    return first, second, tmp_path / "report"
+
+
+def read_table(path):
+    lines = path.read_text().splitlines()
+    table = [line for line in lines if line.startswith("|")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in table]
+
+
+def test_table_cells_are_mean_and_std_of_best_accuracies(sweep):
+    first, second, out = sweep
+    assert report.main([first, second, "--out", str(out)]) == 0
+    rows = read_table(out / "table.md")
+    assert rows[0] == ["Algorithm", "Cifar10 pat", "MNIST5k dir"]
+    assert rows[2] == ["Local", "–", "70.00 ± 0.00"]
+    assert rows[3] == ["FedGen", "40.00 ± 0.00", "55.00 ± 5.00"]
+
+
+def test_csv_has_one_record_per_setting_and_algorithm(sweep):
+    first, second, out = sweep
+    assert report.main([first, second, "--out", str(out)]) == 0
+    with open(out / "table.csv") as f:
+        records = list(csv.DictReader(f))
+    assert records == [
+        {"setting": "Cifar10 pat", "algorithm": "FedGen", "runs": "1", "mean": "40.00", "std": "0.00"},
+        {"setting": "MNIST5k dir", "algorithm": "Local", "runs": "1", "mean": "70.00", "std": "0.00"},
+        {"setting": "MNIST5k dir", "algorithm": "FedGen", "runs": "2", "mean": "55.00", "std": "5.00"},
+    ]
+
+
+def test_communication_table_has_mean_million_floats_per_round(sweep):
+    first, second, out = sweep
+    assert report.main([first, second, "--out", str(out)]) == 0
+    rows = read_table(out / "comm.md")
+    assert rows[0][1:] == ["Cifar10 pat (M floats up / down per round)", "MNIST5k dir (M floats up / down per round)"]
+    assert rows[2] == ["Local", "–", "0.00 / 0.00"]
+    assert rows[3] == ["FedGen", "0.005 / 0.00", "2.00 / 8.00"]
+
+
+def test_one_valid_png_per_setting(sweep):
+    first, second, out = sweep
+    assert report.main([first, second, "--out", str(out)]) == 0
+    for name in ("curves_MNIST5k_dir.png", "curves_Cifar10_pat.png"):
+        path = out / name
+        assert path.read_bytes()[:8] == PNG_SIGNATURE
+        with Image.open(path) as image:
+            image.verify()
+        with Image.open(path) as image:
+            assert image.size[0] > 100 and image.size[1] > 100
+
+
+def test_folder_without_results_is_a_one_line_error(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert report.main([str(empty), "--out", str(tmp_path / "report")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"error: no result files (*.h5) in {empty}"
+    assert report.main([str(tmp_path / "absent"), "--out", str(tmp_path / "report")]) == 2
+    assert "results folder not found" in capsys.readouterr().err
+
+
+def test_unreadable_file_is_skipped_with_a_warning_naming_it(sweep, capsys):
+    first, second, out = sweep
+    bad = os.path.join(first, "MNIST5k_FedKD_test_0.h5")
+    with open(bad, "wb") as f:
+        f.write(b"not an h5 file")
+    assert report.main([first, "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: skipping {bad}" in err
+    assert "FedKD" not in (out / "table.md").read_text()
+
+
+def test_only_unreadable_files_is_an_error(tmp_path, capsys):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "X_Local_test_0.h5").write_bytes(b"junk")
+    assert report.main([str(tmp_path / "r"), "--out", str(tmp_path / "report")]) == 2
+    assert "error: no readable result files" in capsys.readouterr().err
+
+
+# ---- the pure pieces ----------------------------------------------------------------------
+
+def run(**kw):
+    defaults = dict(path="x.h5", dataset="MNIST5k", algorithm="Local", goal="test", model_family="HtFE-cpu",
+                    partition="dir")
+    return Run(**{**defaults, **kw})
+
+
+def test_setting_rule_goal_tag_partition_and_family():
+    runs = [run(), run(goal="pat20"), run(goal="shared"), run(dataset="Cifar10", goal="shared"),
+            run(partition="")]
+    assign_settings(runs)
+    assert [r.setting for r in runs] == ["MNIST5k dir", "pat20", "MNIST5k shared", "Cifar10 shared", "MNIST5k"]
+    several = [run(), run(model_family="HtFE8")]
+    assign_settings(several)
+    assert [r.setting for r in several] == ["MNIST5k dir HtFE-cpu", "MNIST5k dir HtFE8"]
+
+
+def test_formatting_and_ordering():
+    assert format_cell([0.5, 0.6]) == "55.00 ± 5.00"
+    assert format_cell([0.123456]) == "12.35 ± 0.00"
+    assert format_millions(7.66e6) == "7.66" and format_millions(0) == "0.00" and format_millions(3.6e3) == "0.0036"
+    assert order_algorithms(["FedKTL", "Zeta", "FedProto", "Local", "FedKTL-stylegan-3"]) == \
+        ["Local", "FedProto", "Zeta", "FedKTL", "FedKTL-stylegan-3"]
+
+
+def test_mean_curve_averages_runs_that_reached_each_round():
+    a = run(rounds=np.array([0.0, 1.0, 2.0]), values=np.array([0.1, 0.3, 0.5]))
+    b = run(rounds=np.array([0.0, 1.0]), values=np.array([0.3, 0.5]))
+    rounds, means, stds = mean_curve([a, b])
+    assert list(rounds) == [0, 1, 2]
+    assert np.allclose(means, [0.2, 0.4, 0.5]) and np.allclose(stds, [0.1, 0.1, 0.0])
+
+
+def test_names_from_file_for_files_without_config():
+    assert names_from_file("/r/Cifar100_FedProto_my_goal_3.h5") == \
+        {"dataset": "Cifar100", "algorithm": "FedProto", "goal": "my_goal"}
+
