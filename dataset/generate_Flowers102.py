@@ -45,12 +45,7 @@ def load_pool(root, download: bool, dataset_class=None) -> tuple:
     """(x float32 [N, 3, 64, 64] in [-1, 1], y int64 [N], label names) over all three splits."""
     if dataset_class is None:
         from torchvision.datasets import Flowers102 as dataset_class
-    if not root:
-        raise ValueError(f"{TITLE} needs --root DIR (the folder with torchvision's copy); "
-                         f"add --download to fetch it there")
-    if not download and not os.path.isdir(root):
-        raise FileNotFoundError(f"--root {root} does not exist: pass the folder with "
-                                f"torchvision's {TITLE} files (flowers-102/), or add --download")
+    generate_common.check_torchvision_root(root, TITLE, download, expected=" (flowers-102/)")
     images, labels = [], []
     for split in SPLITS:
         try:

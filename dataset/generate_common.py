@@ -133,16 +133,21 @@ def add_torchvision_arguments(parser: argparse.ArgumentParser) -> None:
                         help="download the dataset into --root if it is not there")
 
 
-def load_torchvision_pool(dataset_class: Callable, title: str, root: Optional[str],
-                          download: bool) -> tuple:
-    """Train and test splits of a torchvision CIFAR-style dataset (uint8 NHWC `data`,
-    `targets`, `classes`) pooled into (x [N, C, H, W] in [-1, 1], y, label names)."""
+def check_torchvision_root(root: Optional[str], title: str, download: bool, expected: str = "") -> None:
+    """--root must be given, and must exist unless --download will create it."""
     if not root:
         raise ValueError(f"{title} needs --root DIR (the folder with torchvision's copy); "
                          f"add --download to fetch it there")
     if not download and not os.path.isdir(root):
         raise FileNotFoundError(f"--root {root} does not exist: pass the folder with "
-                                f"torchvision's {title} files, or add --download")
+                                f"torchvision's {title} files{expected}, or add --download")
+
+
+def load_torchvision_pool(dataset_class: Callable, title: str, root: Optional[str],
+                          download: bool) -> tuple:
+    """Train and test splits of a torchvision CIFAR-style dataset (uint8 NHWC `data`,
+    `targets`, `classes`) pooled into (x [N, C, H, W] in [-1, 1], y, label names)."""
+    check_torchvision_root(root, title, download)
     splits = []
     for train in (True, False):
         try:
