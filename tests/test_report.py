@@ -144,6 +144,9 @@ def test_setting_rule_goal_tag_partition_and_family():
     several = [run(), run(model_family="HtFE8")]
     assign_settings(several)
     assert [r.setting for r in several] == ["MNIST5k dir HtFE-cpu", "MNIST5k dir HtFE8"]
+    named = [run(dataset="MNIST5k-pat", partition="pat")]
+    assign_settings(named)
+    assert named[0].setting == "MNIST5k-pat"
 
 
 def test_formatting_and_ordering():

@@ -7,7 +7,8 @@ Runs are grouped into settings (the table's columns) and algorithms (its rows):
   `test`), prefixed with the dataset when one tag covers several datasets; otherwise it is
   "{dataset} {partition}" with the partition ("dir", "pat" or "iid") read from the
   dataset's config.json under the run's `--data_root` (left out when that file is not
-  there), plus the model family when the runs use more than one;
+  there or the dataset's name already ends with it, as "MNIST5k-pat"), plus the model
+  family when the runs use more than one;
 - runs with the same setting and algorithm are repetitions; a cell is the mean ± std
   (population std, as HtFLlib's summary) over repetitions of each run's best accuracy,
   in percent with two decimals. Any series of fractions where higher is better can be
@@ -135,7 +136,9 @@ def assign_settings(runs: list[Run]) -> None:
             shared = len(datasets_per_goal[run.goal]) > 1
             run.setting = f"{run.dataset} {run.goal}" if shared else run.goal
         else:
-            parts = [run.dataset, run.partition, run.model_family if several_families else ""]
+            # A folder already named after its partition ("MNIST5k-pat") needs no suffix.
+            partition = "" if run.dataset.lower().endswith(run.partition.lower()) else run.partition
+            parts = [run.dataset, partition, run.model_family if several_families else ""]
             run.setting = " ".join(p for p in parts if p)
 
 
