@@ -19,6 +19,7 @@ from flcore.clients.clientktl import clientKTL
 from flcore.etf import simplex_etf
 from flcore.generators.registry import load_generator
 from flcore.losses import mmd_rbf
+from flcore.prototypes import class_sums
 from flcore.servers.serverbase import Server
 from utils.payload import state_to_payload, to_payload
 from utils.seeding import derive_seed
@@ -39,13 +40,10 @@ class FeatureTransformer(nn.Module):
 
 
 def class_means(values: torch.Tensor, labels: torch.Tensor, num_classes: int):
-    """Per-class means of the rows of `values`, and which classes had any rows."""
-    sums = torch.zeros(num_classes, values.shape[1], device=values.device)
-    counts = torch.zeros(num_classes, device=values.device)
-    sums.index_add_(0, labels, values)
-    counts.index_add_(0, labels, torch.ones_like(labels, dtype=counts.dtype))
-    present = counts > 0
-    return sums / counts.clamp_min(1).unsqueeze(1), present
+    """Per-class means of the rows of `values` ([C, D], zero rows for absent classes), and
+    which classes had any rows."""
+    sums, counts = class_sums(values, labels, num_classes)
+    return sums / counts.clamp_min(1).unsqueeze(1).to(sums.dtype), counts > 0
 
 
 class FedKTL(Server):
