@@ -6,19 +6,12 @@ import pytest
 import torch
 
 import main
-from tests.helpers import make_tiny_dataset, make_tiny_generator
+from tests.helpers import make_tiny_generator
 from flcore.servers.serverbase import best_is_stale
 from utils.result_utils import read_results
 
 NUM_CLIENTS = 4
 ROUNDS = 2
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    make_tiny_dataset(str(root), num_clients=NUM_CLIENTS)
-    return str(root)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ from flcore.clients.clientgen import FeatureGenerator, clientGen
 from flcore.weighted_average import weighted_average
 from flcore.servers.servergen import (FedGen, diversity_loss, ensemble_logits,
                                       generator_loss, label_weights, stack_heads)
-from tests.helpers import make_tiny_dataset
 from trainmodel.models import BaseHeadSplit
 from utils.data_utils import load_federated_dataset
 from utils.payload import payload_size, state_to_payload
@@ -137,13 +136,6 @@ def test_regulariser_teaches_the_head_the_generated_classes_and_leaves_the_gener
 
 
 # ---- end to end ---------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    make_tiny_dataset(str(root), num_clients=NUM_CLIENTS)
-    return str(root)
-
 
 def test_two_rounds_end_to_end_with_exact_traffic(data_root, tmp_path):
     argv = ["-data", "Tiny", "--data_root", data_root, "-nc", str(NUM_CLIENTS), "-gr", "2", "-m", "HtFE-cpu",

@@ -33,13 +33,6 @@ FEATURE_DIM = 512
 IMAGE_SHAPE = (3, 16, 16)
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    make_tiny_dataset(str(root), num_clients=NUM_CLIENTS)
-    return str(root)
-
-
 def base_flags(data_root, out, num_clients=NUM_CLIENTS, rounds=ROUNDS, dataset="Tiny"):
     return ["-data", dataset, "--data_root", data_root, "-nc", str(num_clients), "-gr", str(rounds),
             "-dev", "cpu", "--out", str(out)]

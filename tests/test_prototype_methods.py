@@ -20,7 +20,6 @@ from flcore.servers.serverfd import aggregate_logits
 from flcore.servers.servergh import train_global_head
 from flcore.servers.serverproto import aggregate_prototypes
 from flcore.servers.servertgp import TrainableGlobalPrototypes, acl_loss, adaptive_margin, train_prototypes
-from tests.helpers import make_tiny_dataset
 from trainmodel.models import BaseHeadSplit, build_model
 from utils.data_utils import load_federated_dataset
 from utils.payload import state_to_payload
@@ -255,13 +254,6 @@ def test_fedgh_head_exchange_with_a_vision_transformer():
 
 
 # ---- whole runs --------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    make_tiny_dataset(str(root), num_clients=NUM_CLIENTS)
-    return str(root)
-
-
 @pytest.fixture(scope="module")
 def held_classes(data_root):
     data = load_federated_dataset("Tiny", NUM_CLIENTS, None, data_root)

@@ -11,7 +11,7 @@ import torch
 
 from flcore.generators.registry import load_generator
 from flcore.generators.stylegan_pickle import load_stylegan_pickle
-from tests.helpers import make_stylegan_pickle, make_stylegan_utils, make_tiny_dataset
+from tests.helpers import make_stylegan_pickle, make_stylegan_utils
 from utils.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,13 +29,6 @@ def stylegan_files(tmp_path_factory):
         no_g_ema=make_stylegan_pickle(utils, str(root / "d_only.pkl"), content="{'D': G}"),
         bare_module=make_stylegan_pickle(utils, str(root / "bare.pkl"), content="G"),
     )
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    make_tiny_dataset(str(root), num_clients=4)
-    return str(root)
 
 
 def flags(path, utils, **extra):
