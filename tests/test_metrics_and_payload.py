@@ -79,3 +79,12 @@ def test_client_schedule_is_seeded_and_respects_join_ratio():
     assert full[0].tolist() == list(range(20))
     random_sizes = draw_client_schedule(20, 0.25, True, 30, seed=0)
     assert all(5 <= len(ids) <= 20 for ids in random_sizes)
+
+
+def test_non_finite_scores_count_as_wrong_and_give_nan_auc():
+    from utils.metrics import classification_stats
+
+    scores = torch.tensor([[0.1, 0.9], [float("nan"), 0.0], [0.8, 0.2]])
+    stats = classification_stats(scores, torch.tensor([1, 0, 0]), 2)
+    assert stats["test_correct"] == 2 and stats["test_num"] == 3
+    assert math.isnan(stats["test_auc"])

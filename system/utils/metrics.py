@@ -20,15 +20,17 @@ def micro_auc(scores: np.ndarray, labels: np.ndarray, num_classes: int) -> float
         return float("nan")
     onehot = np.zeros((len(labels), num_classes), dtype=np.int64)
     onehot[np.arange(len(labels)), labels] = 1
-    if onehot.min() == onehot.max():
-        return float("nan")
+    if onehot.min() == onehot.max() or not np.isfinite(scores).all():
+        return float("nan")  # one class only, or a diverged model: no ranking to score
     return float(roc_auc_score(onehot.ravel(), scores.ravel()))
 
 
 def classification_stats(scores: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:
     scores = scores.detach().float().cpu()
     labels = labels.detach().cpu()
-    correct = int((scores.argmax(dim=1) == labels).sum())
+    # A diverged model's NaN scores count as wrong, not as a prediction of class argmax(NaN).
+    finite = torch.isfinite(scores).all(dim=1)
+    correct = int(((scores.argmax(dim=1) == labels) & finite).sum())
     return {
         "test_correct": correct,
         "test_num": int(labels.numel()),
