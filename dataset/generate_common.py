@@ -34,13 +34,20 @@ def default_least_samples(num_samples: int, num_clients: int) -> int:
 
 def build_dataset(out_dir: str, x: np.ndarray, y: np.ndarray, label_names: Sequence[str], *,
                   num_clients: int, niid: bool, balance: bool, partition_name: Optional[str],
-                  alpha: float, class_per_client: int, seed: int) -> htfl_format.DatasetConfig:
-    """Partition the pool (x, y) over clients, split each client and write `out_dir`."""
+                  alpha: float, class_per_client: int, seed: int,
+                  imbalance_factor: float = 1.0) -> htfl_format.DatasetConfig:
+    """Partition the pool (x, y) over clients, split each client and write `out_dir`.
+    `imbalance_factor` < 1 first thins the pool to an exponential long tail."""
     y = np.asarray(y, dtype=np.int64)
     if len(x) != len(y):
         raise ValueError(f"pool has {len(x)} images but {len(y)} labels")
     partition_rng, split_rng = (np.random.default_rng(s)
                                 for s in np.random.SeedSequence(seed).spawn(2))
+    pool = np.arange(len(y))
+    if imbalance_factor != 1.0:
+        tail_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(3)[2])
+        pool = partition.long_tail(y, imbalance_factor, tail_rng)
+        y = y[pool]
     client_indices = partition.partition_indices(
         y, num_clients, partition_rng, niid=niid, balance=balance, partition=partition_name,
         alpha=alpha, class_per_client=class_per_client,
@@ -49,12 +56,12 @@ def build_dataset(out_dir: str, x: np.ndarray, y: np.ndarray, label_names: Seque
     train, test = [], []
     for indices in client_indices:
         train_idx, test_idx = partition.split_train_test(indices, split_rng)
-        train.append((x[train_idx], y[train_idx]))
-        test.append((x[test_idx], y[test_idx]))
+        train.append((x[pool[train_idx]], y[train_idx]))
+        test.append((x[pool[test_idx]], y[test_idx]))
     return htfl_format.write_dataset(
         out_dir, train, test, num_classes=len(label_names), non_iid=niid, balance=balance,
         partition=partition_name if niid else None, alpha=alpha, batch_size=BATCH_SIZE,
-        label_names=label_names)
+        label_names=label_names, imbalance_factor=None if imbalance_factor == 1.0 else imbalance_factor)
 
 
 def summary(out_dir: str, config: htfl_format.DatasetConfig) -> str:
@@ -97,6 +104,9 @@ def parse_args(argv: Sequence[str], dataset_name: str, default_out: str,
     parser.add_argument("--alpha", type=float, default=0.1, help="Dirichlet concentration")
     parser.add_argument("--class_per_client", type=int, default=2, help="classes per client for pat")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--imbalance_factor", type=float, default=1.0,
+                        help="long-tailed pool: smallest / largest class size, exponential profile "
+                             "(e.g. 0.01 for CIFAR-10-LT; default 1: as the source)")
     parser.add_argument("--out", default=default_out, help="dataset folder to write")
     if add_source_arguments is not None:
         add_source_arguments(parser)
@@ -118,7 +128,8 @@ def run(argv: Sequence[str], dataset_name: str, default_out: str,
             args.out, x, y, label_names, num_clients=args.num_clients,
             niid=args.niid == "noniid", balance=args.balance == "balance",
             partition_name=None if args.partition == "-" else args.partition,
-            alpha=args.alpha, class_per_client=args.class_per_client, seed=args.seed)
+            alpha=args.alpha, class_per_client=args.class_per_client, seed=args.seed,
+            imbalance_factor=args.imbalance_factor)
     except (ValueError, OSError, ImportError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2

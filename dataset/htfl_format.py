@@ -45,6 +45,8 @@ class DatasetConfig:
     label_counts: list
     label_names: Optional[list] = None
     image_shape: Optional[tuple] = None
+    # long-tailed pools: smallest class size / largest (1.0 or absent: as the source)
+    imbalance_factor: Optional[float] = None
 
     def to_json(self) -> dict:
         doc = {
@@ -61,6 +63,8 @@ class DatasetConfig:
             doc["label_names"] = list(self.label_names)
         if self.image_shape is not None:
             doc["image_shape"] = list(self.image_shape)
+        if self.imbalance_factor is not None:
+            doc["imbalance_factor"] = self.imbalance_factor
         return doc
 
 
@@ -88,7 +92,8 @@ def write_client_split(path: str, x: np.ndarray, y: np.ndarray) -> None:
 def write_dataset(folder: str, train: Sequence[tuple], test: Sequence[tuple], *,
                   num_classes: int, non_iid: bool, balance: bool, partition: Optional[str],
                   alpha: Optional[float], batch_size: int,
-                  label_names: Optional[Sequence[str]] = None) -> DatasetConfig:
+                  label_names: Optional[Sequence[str]] = None,
+                  imbalance_factor: Optional[float] = None) -> DatasetConfig:
     """Write a whole dataset: `train[i]` and `test[i]` are client i's (x, y) arrays.
 
     config.json is removed first and written last, so a folder with a config.json is
@@ -126,7 +131,8 @@ def write_dataset(folder: str, train: Sequence[tuple], test: Sequence[tuple], *,
         alpha=None if alpha is None else float(alpha), batch_size=int(batch_size),
         label_counts=label_counts,
         label_names=None if label_names is None else [str(name) for name in label_names],
-        image_shape=image_shape)
+        image_shape=image_shape,
+        imbalance_factor=None if imbalance_factor is None else float(imbalance_factor))
     with open(config_path, "w") as f:
         json.dump(config.to_json(), f)
     return config

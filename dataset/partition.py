@@ -182,3 +182,22 @@ def _check_clients(num_clients: int, num_samples: int) -> None:
     if num_clients > num_samples:
         raise ValueError(f"cannot give {num_clients} clients a sample each out of "
                          f"{num_samples} samples: use fewer clients")
+
+
+def long_tail(labels, imbalance_factor: float, rng: np.random.Generator) -> np.ndarray:
+    """Indices of an exponentially long-tailed subset of the pool (as CIFAR-10/100-LT):
+    class c (in class order) keeps n_max * imbalance_factor ** (c / (C - 1)) samples,
+    n_max being the largest class's size, drawn at random; at least one per class."""
+    labels = _as_labels(labels)
+    if not 0 < imbalance_factor <= 1:
+        raise ValueError(f"--imbalance_factor must be in (0, 1] (smallest / largest class size), "
+                         f"got {imbalance_factor}")
+    classes = np.unique(labels)
+    largest = max(int(np.sum(labels == c)) for c in classes)
+    steps = max(len(classes) - 1, 1)
+    kept = []
+    for rank, c in enumerate(classes):
+        members = np.flatnonzero(labels == c)
+        target = max(1, int(largest * imbalance_factor ** (rank / steps)))
+        kept.append(rng.permutation(members)[:min(target, len(members))])
+    return np.sort(np.concatenate(kept))

@@ -443,3 +443,37 @@ def test_out_of_range_labels_and_unfinished_folders_are_user_errors(tmp_path):
     assert "but config.json says 2 classes" in user_error("Small", 3, None, str(tmp_path))
     os.remove(tmp_path / "Small" / "config.json")
     assert "has no config.json" in user_error("Small", 3, None, str(tmp_path))
+
+
+def test_long_tail_keeps_an_exponential_profile_per_class():
+    from dataset.partition import long_tail
+
+    labels = np.repeat(np.arange(10), 100)
+    kept = long_tail(labels, 0.01, np.random.default_rng(0))
+    counts = np.bincount(labels[kept], minlength=10).tolist()
+    assert counts == [max(1, int(100 * 0.01 ** (c / 9))) for c in range(10)]
+    assert counts[0] == 100 and counts[-1] == 1 and counts == sorted(counts, reverse=True)
+    assert np.array_equal(kept, long_tail(labels, 0.01, np.random.default_rng(0)))
+    assert len(long_tail(labels, 1.0, np.random.default_rng(0))) == 1000
+    with pytest.raises(ValueError, match="--imbalance_factor must be in"):
+        long_tail(labels, 0.0, np.random.default_rng(0))
+
+
+def test_generator_writes_a_long_tailed_dataset_and_records_the_factor(tmp_path):
+    from dataset import generate_MNIST5k
+    from dataset.htfl_format import read_config
+
+    out = tmp_path / "MNIST5k-LT"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert generate_MNIST5k.main(["noniid", "-", "dir", "--imbalance_factor", "0.1", "--out", str(out),
+                                      "--num_clients", "5"]) == 0
+    config = read_config(str(out))
+    with open(out / "config.json") as f:
+        assert json.load(f)["imbalance_factor"] == 0.1
+    totals = np.zeros(10, dtype=int)
+    for client in config.label_counts:
+        for label, count in client:
+            totals[label] += count
+    assert totals[0] > 400 and totals[-1] <= 0.1 * totals[0] + 1
+    assert all(totals[c] >= totals[c + 1] for c in range(9))
