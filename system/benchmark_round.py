@@ -24,16 +24,20 @@ from utils.result_utils import read_results, result_name  # noqa: E402
 PHASES = ("client_training", "prototype_collection", "alignment", "generation", "evaluation", "communication")
 
 
+def run_and_read_series(argv: list) -> dict:
+    """Run main.py with `argv` (which names --out) and return its first repetition's series."""
+    if main.main(argv) != 0:
+        raise SystemExit(f"run failed: {' '.join(argv)}")
+    args = main.parse_args(argv)
+    path = os.path.join(args.out, result_name(args.dataset, args.algorithm, args.goal, 0) + ".h5")
+    return read_results(path)[0]
+
+
 def run_and_read(algorithm: str, flags: list, out: str) -> dict:
     algorithm, _, generator_path = algorithm.partition("=")
     if generator_path:
         flags = [*flags, "-GPath", generator_path]
-    argv = ["-algo", algorithm, "--out", out, "--save_generated_every", "0", *flags]
-    if main.main(argv) != 0:
-        raise SystemExit(f"{algorithm} run failed")
-    args = main.parse_args(argv)
-    series, _ = read_results(os.path.join(out, result_name(args.dataset, algorithm, args.goal, 0) + ".h5"))
-    return series
+    return run_and_read_series(["-algo", algorithm, "--out", out, "--save_generated_every", "0", *flags])
 
 
 def median_after_first(values) -> float:

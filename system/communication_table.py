@@ -28,10 +28,9 @@ for path in (SYSTEM_DIR, REPO_ROOT):
     if path not in sys.path:
         sys.path.insert(0, path)
 
-import main  # noqa: E402
+from benchmark_round import run_and_read_series  # noqa: E402
 from dataset import htfl_format, partition  # noqa: E402
 from dataset.generate_common import default_least_samples  # noqa: E402
-from utils.result_utils import read_results, result_name  # noqa: E402
 
 #: the paper's figures (million floats up / down per round)
 PAPER = {"FedKTL, StyleGAN-XL or StyleGAN3 (w 512)": (0.09, 7.17), "FedProto": (0.46, 1.02),
@@ -67,10 +66,7 @@ def write_shaped_dataset(folder: str, seed: int = 1) -> None:
 
 
 def measure(argv: list, out: str) -> tuple:
-    if main.main(argv + ["--out", out]) != 0:
-        raise SystemExit("run failed")
-    args = main.parse_args(argv)
-    series, _ = read_results(os.path.join(out, result_name(args.dataset, args.algorithm, args.goal, 0) + ".h5"))
+    series = run_and_read_series(argv + ["--out", out])
     return (int(series["floats_up"][1]), int(series["floats_down"][1]), int(series["setup_floats_down"][0]))
 
 
