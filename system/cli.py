@@ -5,6 +5,7 @@ algorithm's `DEFAULTS` (then from `GLOBAL_DEFAULTS`), so e.g. FedKTL-stylegan-3 
 default to lambda 0.1 while any flag the user gives still wins.
 """
 import argparse
+import importlib
 import json
 import os
 
@@ -14,6 +15,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 #: defaults of algorithm-tunable flags when the algorithm sets none
 GLOBAL_DEFAULTS = {
+    "local_learning_rate": 0.01,
     "lamda": 1.0,
     "mu": 50.0,
     "server_learning_rate": 0.01,
@@ -31,6 +33,9 @@ GLOBAL_DEFAULTS = {
     "T_end": 0.98,
     "margin_threthold": 100.0,
 }
+
+#: modules that add one algorithm's flags (`add_arguments(parser)`) and checks (`validate(args)`)
+OPTION_MODULES = ("flcore.options.fedloge", "flcore.options.gptfl", "flcore.options.deepinversion")
 
 DEFAULT_ROUNDS = 50
 #: HtFLlib's default: runs with -ab and no -gr end by auto-break, not by the round count
@@ -77,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "HtFLlib, where auto-break ends the run)")
     g.add_argument("-ls", "--local_epochs", type=int, default=1)
     g.add_argument("-lbs", "--batch_size", type=int, default=10)
-    g.add_argument("-lr", "--local_learning_rate", type=float, default=0.01)
+    g.add_argument("-lr", "--local_learning_rate", type=float, default=None,
+                   help="client learning rate (0.01; FedLoGe 0.03)")
     add_bool(g, "-ld", "--learning_rate_decay", help="decay the local learning rate each round")
     g.add_argument("-ldg", "--learning_rate_decay_gamma", type=float, default=0.99)
     g.add_argument("-eg", "--eval_gap", type=int, default=1, help="evaluate every this many rounds")
@@ -141,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("-Te", "--T_end", type=float, default=None, help="FedKD: SVD energy kept at the end (0.98)")
     b.add_argument("-mart", "--margin_threthold", type=float, default=None,
                    help="FedTGP: upper bound of the adaptive margin (100)")
+    for module in OPTION_MODULES:
+        importlib.import_module(module).add_arguments(p)
     return p
 
 
@@ -188,3 +196,5 @@ def validate(args) -> None:
     for ok, message in checks:
         if not ok:
             raise UserError(message)
+    for module in OPTION_MODULES:
+        importlib.import_module(module).validate(args)

@@ -19,6 +19,9 @@ ALGORITHMS = {
     "FedGen": "flcore.servers.servergen:FedGen",
     "FedGH": "flcore.servers.servergh:FedGH",
     "FedTGP": "flcore.servers.servertgp:FedTGP",
+    "FedLoGe": "flcore.servers.serverloge:FedLoGe",
+    "GPT-FL": "flcore.servers.servergptfl:GPTFL",
+    "DeepInversion": "flcore.servers.serverdi:DeepInversion",
 }
 
 

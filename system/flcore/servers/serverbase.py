@@ -77,6 +77,15 @@ class Server:
     def train_round(self, round_idx: int, client_ids: list[int]) -> None:
         raise NotImplementedError
 
+    def evaluation_payload(self):
+        """What every client's `evaluate` receives (e.g. a model the server holds)."""
+        return None
+
+    def record_evaluation(self, replies: list[dict]) -> dict:
+        """Series of this algorithm's own beyond the standard ones, from the evaluation
+        replies: {series name: value}. Printed and saved with the standard series."""
+        return {}
+
     # ---- the loop -------------------------------------------------------------------
     def train(self) -> dict:
         setup_traffic = self.executor.take_traffic()
@@ -106,8 +115,12 @@ class Server:
 
     def evaluate(self, rounds_done: int) -> dict:
         """Every client, not only the selected ones, is evaluated (as HtFLlib does)."""
-        replies = self.executor.broadcast(self.all_client_ids, "evaluate", count=False)
+        replies = self.executor.broadcast(self.all_client_ids, "evaluate", self.evaluation_payload(),
+                                          count=False)
         summary = aggregate_evaluations(replies)
+        extra = self.record_evaluation(replies)
+        for name, value in extra.items():
+            self.series[name].append(value)
         self.series["eval_rounds"].append(rounds_done)
         self.series["rs_test_acc"].append(summary["test_acc"])
         self.series["rs_test_auc"].append(summary["test_auc"])
@@ -116,7 +129,8 @@ class Server:
         self.series["rs_client_std_acc"].append(summary["client_std_acc"])
         tqdm.write(f"[{self.name}] after {rounds_done} round(s): test acc {summary['test_acc']:.4f}"
                    f" (client mean {summary['client_mean_acc']:.4f} +- {summary['client_std_acc']:.4f}),"
-                   f" auc {summary['test_auc']:.4f}, train loss {summary['train_loss']:.4f}")
+                   f" auc {summary['test_auc']:.4f}, train loss {summary['train_loss']:.4f}"
+                   + "".join(f", {name.removeprefix('rs_')} {value:.4f}" for name, value in extra.items()))
         self.save_results()
         return summary
 

@@ -12,11 +12,11 @@ import time
 
 import torch
 import torch.nn as nn
-import torchvision.transforms.functional as TF
 from torchvision.utils import save_image
 
 from flcore.clients.clientktl import clientKTL
 from flcore.etf import simplex_etf
+from flcore.generators.images import to_client_images
 from flcore.generators.registry import load_generator
 from flcore.losses import mmd_rbf
 from flcore.prototypes import class_sums
@@ -137,14 +137,7 @@ class FedKTL(Server):
                     self.auto_gen_batch = batch
 
     def to_client_images(self, images: torch.Tensor) -> torch.Tensor:
-        """Resize and center-crop to the clients' size, then normalise as client data ([-1, 1])."""
-        channels, height, width = self.image_shape
-        if images.shape[-2:] != (height, width):
-            images = TF.resize(images, min(height, width), antialias=True)
-            images = TF.center_crop(images, [height, width])
-        if channels == 1:
-            images = images.mean(dim=1, keepdim=True)
-        return (images - 0.5) / 0.5
+        return to_client_images(images, self.image_shape)
 
     def save_generated(self, images: torch.Tensor, round_idx: int) -> None:
         every = self.args.save_generated_every
