@@ -37,6 +37,7 @@ def run(args) -> None:
     server_class = get_server_class(args.algorithm)
     apply_algorithm_defaults(args, server_class)
     validate(args)
+    server_class.check_args(args)
     choose_device(args)
     if args.threads:
         torch.set_num_threads(args.threads)

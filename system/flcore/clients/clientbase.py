@@ -38,7 +38,7 @@ class Client:
         self.optimizer = self.make_optimizer()
         self.scheduler = (torch.optim.lr_scheduler.ExponentialLR(
             self.optimizer, gamma=args.learning_rate_decay_gamma)
-            if args.learning_rate_decay else None)
+            if args.learning_rate_decay and self.optimizer is not None else None)
         self._train_loss = None  # (sum, count) for the current weights, see train_loss_stats
 
     # ---- pieces subclasses override -------------------------------------------------

@@ -36,6 +36,7 @@ class Server:
     DEFAULTS: dict = {}
 
     def __init__(self, args, run_index: int, data):
+        self.check_args(args)
         self.args = args
         self.run_index = run_index
         self.seed = args.seed + run_index
@@ -71,6 +72,11 @@ class Server:
         return list(range(self.num_clients))
 
     # ---- hooks ----------------------------------------------------------------------
+    @classmethod
+    def check_args(cls, args) -> None:
+        """Refuse flags this algorithm cannot run with (a one-line UserError); main.py calls
+        it before the dataset is loaded."""
+
     def setup(self) -> None:
         """Server-side state and one-off messages to clients (counted as setup traffic)."""
 
