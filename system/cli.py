@@ -117,8 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="generator weights: a built-in .pt (default: the bundled one), a StyleGAN "
                         "pickle, or a Stable Diffusion folder, by -algo")
     k.add_argument("-gbs", "--gen_batch_size", type=int, default=None,
-                   help="images per generator call (default 0: all classes at once, halved on GPU "
-                        "out-of-memory)")
+                   help="images per generator call (default 0: FedKTL all classes at once, GPT-FL 64 with "
+                        "the built-in generator and 8 with Stable Diffusion; halved on GPU out-of-memory)")
     k.add_argument("-prompt", "--stable_diffusion_prompt", default="a cat",
                    help="Stable Diffusion prompt, encoded once per run (default 'a cat')")
     k.add_argument("--stylegan_utils", default=None, metavar="DIR",
