@@ -141,12 +141,20 @@ def test_setting_rule_goal_tag_partition_and_family():
             run(partition="")]
     assign_settings(runs)
     assert [r.setting for r in runs] == ["MNIST5k dir", "pat20", "MNIST5k shared", "Cifar10 shared", "MNIST5k"]
-    several = [run(), run(model_family="HtFE8")]
+    several = [run(), run(), run(model_family="HtFE8")]
     assign_settings(several)
-    assert [r.setting for r in several] == ["MNIST5k dir HtFE-cpu", "MNIST5k dir HtFE8"]
+    assert [r.setting for r in several] == ["MNIST5k dir"] * 3
+    assert [r.algorithm for r in several] == ["Local", "Local", "Local (HtFE8)"]
     named = [run(dataset="MNIST5k-pat", partition="pat")]
     assign_settings(named)
     assert named[0].setting == "MNIST5k-pat"
+
+
+def test_an_algorithm_on_another_family_gets_its_own_row_not_its_own_column():
+    runs = [run(), run(algorithm="FD"), run(algorithm="FedLoGe", model_family="ResNet8")]
+    assign_settings(runs)
+    assert [r.setting for r in runs] == ["MNIST5k dir"] * 3
+    assert [r.algorithm for r in runs] == ["Local", "FD", "FedLoGe (ResNet8)"]
 
 
 def test_formatting_and_ordering():

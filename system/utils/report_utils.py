@@ -7,8 +7,9 @@ Runs are grouped into settings (the table's columns) and algorithms (its rows):
   `test`), prefixed with the dataset when one tag covers several datasets; otherwise it is
   "{dataset} {partition}" with the partition ("dir", "pat" or "iid") read from the
   dataset's config.json under the run's `--data_root` (left out when that file is not
-  there or the dataset's name already ends with it, as "MNIST5k-pat"), plus the model
-  family when the runs use more than one;
+  there or the dataset's name already ends with it, as "MNIST5k-pat");
+- the row of a run is its algorithm, followed by its model family when that is not the
+  family most runs use ("FedLoGe (ResNet8)"), so a family sweep gets a row per family;
 - runs with the same setting and algorithm are repetitions; a cell is the mean ± std
   (population std, as HtFLlib's summary) over repetitions of each run's best accuracy,
   in percent with two decimals. Any series of fractions where higher is better can be
@@ -20,7 +21,7 @@ import csv
 import json
 import os
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -126,11 +127,12 @@ def load_runs(dirs: list[str], metric: str, warn=print) -> list[Run]:
 
 # ---- grouping ---------------------------------------------------------------------------
 def assign_settings(runs: list[Run]) -> None:
-    """Fill each run's `setting` label by the rule in this module's docstring."""
+    """Fill each run's `setting` label by the rule in this module's docstring, and label the
+    rows of runs on another family than most runs use ("FedLoGe (ResNet8)")."""
     datasets_per_goal = defaultdict(set)
     for run in runs:
         datasets_per_goal[run.goal].add(run.dataset)
-    several_families = len({run.model_family for run in runs}) > 1
+    usual_family = Counter(run.model_family for run in runs).most_common(1)[0][0]
     for run in runs:
         if run.goal != DEFAULT_GOAL:
             shared = len(datasets_per_goal[run.goal]) > 1
@@ -138,8 +140,9 @@ def assign_settings(runs: list[Run]) -> None:
         else:
             # A folder already named after its partition ("MNIST5k-pat") needs no suffix.
             partition = "" if run.dataset.lower().endswith(run.partition.lower()) else run.partition
-            parts = [run.dataset, partition, run.model_family if several_families else ""]
-            run.setting = " ".join(p for p in parts if p)
+            run.setting = " ".join(p for p in (run.dataset, partition) if p)
+        if run.model_family != usual_family:
+            run.algorithm = f"{run.algorithm} ({run.model_family})"
 
 
 def order_algorithms(names) -> list[str]:
