@@ -154,6 +154,15 @@ class Server:
             column.extend([0.0] * (rounds_so_far - 1 - len(column)))
             column.append(phases.get(name, 0.0))
 
+    def train_clients(self, client_ids: list[int], payload=None) -> list[dict]:
+        """Call `train` on the selected clients. Their reported compute goes to its phases;
+        the rest of the call (moving payloads and replies) counts as communication."""
+        start = time.perf_counter()
+        replies = self.executor.broadcast(client_ids, "train", payload)
+        compute = self.collect_timings(replies)
+        self.timer.add("communication", time.perf_counter() - start - compute)
+        return replies
+
     def collect_timings(self, replies: list[dict]) -> float:
         """Add the compute time clients report to this round's phases; returns their sum."""
         total = 0.0

@@ -6,7 +6,6 @@ to the selected clients, they send their trained copies back, and the server ave
 them weighted by training samples (FedAvg). Traffic per round: the shared model's floats
 down and up per selected client.
 """
-import time
 
 from flcore.clients.clientfml import clientFML
 from flcore.mutual_learning import build_shared_model
@@ -32,9 +31,6 @@ class FML(Server):
         self.shared = state_to_payload(model)
 
     def train_round(self, round_idx, client_ids):
-        start = time.perf_counter()
-        replies = self.executor.broadcast(client_ids, "train", {"shared": self.shared})
-        compute = self.collect_timings(replies)
-        self.timer.add("communication", time.perf_counter() - start - compute)
+        replies = self.train_clients(client_ids, {"shared": self.shared})
         with self.timer.phase("aggregation"):
             self.shared = average_uploads(replies, "shared")

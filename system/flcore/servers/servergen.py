@@ -11,7 +11,6 @@ clientgen.py) and upload their heads. The server then
 Per-class sample counts go up once, at setup: they never change. Clients add the
 regulariser from round 1 on, once a trained generator exists (as the official code).
 """
-import time
 
 import torch
 import torch.nn as nn
@@ -88,10 +87,7 @@ class FedGen(Server):
                                 {"label_counts": self.label_counts.sum(dim=0)})
 
     def train_round(self, round_idx, client_ids):
-        start = time.perf_counter()
-        replies = self.executor.broadcast(client_ids, "train")
-        compute = self.collect_timings(replies)
-        self.timer.add("communication", time.perf_counter() - start - compute)
+        replies = self.train_clients(client_ids)
         heads = [r["head"] for r in replies]
         with self.timer.phase("generator_training"):
             self.train_generator(heads, self.label_counts[client_ids])

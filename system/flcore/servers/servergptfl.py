@@ -192,17 +192,13 @@ class GPTFL(Server):
                                               for cid in self.all_client_ids})
 
     def train_round(self, round_idx, client_ids):
-        start = time.perf_counter()
-        replies = self.executor.broadcast(client_ids, "train")
-        compute = self.collect_timings(replies)
-        communication = time.perf_counter() - start - compute
+        replies = self.train_clients(client_ids)
         with self.timer.phase("aggregation"):
             # Groups nobody of which trained this round keep their global model.
             self.global_states.update(average_per_architecture(
                 [self.architectures[cid] for cid in client_ids], [reply["model"] for reply in replies]))
-        start = time.perf_counter()
-        self.send_globals()
-        self.timer.add("communication", communication + time.perf_counter() - start)
+        with self.timer.phase("communication"):
+            self.send_globals()
 
     def record_evaluation(self, replies):
         """Test accuracy of every architecture's global model over its group's clients."""

@@ -8,7 +8,6 @@ weighted by training samples, compresses the average at the same energy and send
 every client, so all clients keep the same global mentee. The initial mentee goes to
 every client once, at setup.
 """
-import time
 
 from flcore.clients.clientkd import clientKD
 from flcore.mutual_learning import build_shared_model
@@ -50,12 +49,8 @@ class FedKD(Server):
 
     def train_round(self, round_idx, client_ids):
         energy = energy_at(round_idx, self.global_rounds, self.args.T_start, self.args.T_end)
-        start = time.perf_counter()
-        replies = self.executor.broadcast(client_ids, "train", {"energy": energy})
-        compute = self.collect_timings(replies)
-        communication = time.perf_counter() - start - compute
+        replies = self.train_clients(client_ids, {"energy": energy})
         with self.timer.phase("aggregation"):
             update = aggregate_updates(replies, self.shapes, energy)
-        start = time.perf_counter()
-        self.executor.broadcast(self.all_client_ids, "apply_mentee_update", {"update": update})
-        self.timer.add("communication", communication + time.perf_counter() - start)
+        with self.timer.phase("communication"):
+            self.executor.broadcast(self.all_client_ids, "apply_mentee_update", {"update": update})

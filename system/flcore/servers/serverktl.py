@@ -8,7 +8,6 @@ takes the per-class centroids as latents, generates one image per class and send
 `generator_kind`; this file does not change per backend.
 """
 import os
-import time
 
 import torch
 import torch.nn as nn
@@ -68,10 +67,7 @@ class FedKTL(Server):
         self.generated = None  # {"images", "latents"} sent with the next round
 
     def train_round(self, round_idx, client_ids):
-        start = time.perf_counter()
-        replies = self.executor.broadcast(client_ids, "train", self.generated)
-        compute = self.collect_timings(replies)
-        self.timer.add("communication", time.perf_counter() - start - compute)
+        replies = self.train_clients(client_ids, self.generated)
         protos = torch.cat([r["protos"] for r in replies]).to(self.device)
         labels = torch.cat([r["proto_labels"] for r in replies]).to(self.device)
         with self.timer.phase("alignment"):

@@ -7,7 +7,6 @@ weighted by training samples and sends the average to every client, which loads 
 before it is next evaluated or trained. Traffic per round: (feature_dim * C + C) floats
 up per selected client and down per client.
 """
-import time
 
 import torch
 import torch.nn as nn
@@ -31,12 +30,8 @@ class LGFedAvg(Server):
         self.executor.broadcast(self.all_client_ids, "load_head", {"head": self.head})
 
     def train_round(self, round_idx, client_ids):
-        start = time.perf_counter()
-        replies = self.executor.broadcast(client_ids, "train")
-        compute = self.collect_timings(replies)
-        communication = time.perf_counter() - start - compute
+        replies = self.train_clients(client_ids)
         with self.timer.phase("aggregation"):
             self.head = average_uploads(replies, "head")
-        start = time.perf_counter()
-        self.executor.broadcast(self.all_client_ids, "load_head", {"head": self.head})
-        self.timer.add("communication", communication + time.perf_counter() - start)
+        with self.timer.phase("communication"):
+            self.executor.broadcast(self.all_client_ids, "load_head", {"head": self.head})

@@ -18,7 +18,6 @@ personalised realigned accuracy over all clients' test samples):
 FedLoGe averages one backbone, so all clients must share one architecture.
 Traffic per round: backbone and global head up per selected client and down per client.
 """
-import time
 
 import numpy as np
 import torch
@@ -78,16 +77,12 @@ class FedLoGe(Server):
                                 {"sse_c": sse_c, "backbone": self.backbone, "head": self.head})
 
     def train_round(self, round_idx, client_ids):
-        start = time.perf_counter()
-        replies = self.executor.broadcast(client_ids, "train")
-        compute = self.collect_timings(replies)
-        communication = time.perf_counter() - start - compute
+        replies = self.train_clients(client_ids)
         with self.timer.phase("aggregation"):
             self.backbone = average_uploads(replies, "backbone")
             self.head = average_uploads(replies, "head")
-        start = time.perf_counter()
-        self.executor.broadcast(self.all_client_ids, "load_global", {"backbone": self.backbone, "head": self.head})
-        self.timer.add("communication", communication + time.perf_counter() - start)
+        with self.timer.phase("communication"):
+            self.executor.broadcast(self.all_client_ids, "load_global", {"backbone": self.backbone, "head": self.head})
 
     def record_evaluation(self, replies):
         return summarize_loge_evaluation(replies)
