@@ -29,8 +29,12 @@ cpu_suite() {
     for algo in $algorithms; do
       echo "python system/main.py -data $data -m $(family_of "$algo") -nc 20 -gr 20 -t 2 --seed 0 --threads 1 -algo $algo --out $out --save_generated_every 0"
     done
+    # Local on FedLoGe's ResNet8, a same-architecture reference (own folder: same file names).
+    if [[ " $algorithms " == *" FedLoGe "* ]]; then
+      echo "python system/main.py -data $data -m ResNet8 -nc 20 -gr 20 -t 2 --seed 0 --threads 1 -algo Local --out ${out}_resnet8"
+    fi
   done | xargs -P 2 -I CMD bash -c "CMD > /dev/null"
-  python system/report.py "$out" --out "$out/report"
+  python system/report.py "$out" "${out}_resnet8" --out "$out/report"
 }
 
 paper_suite() {
