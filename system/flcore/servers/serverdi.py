@@ -1,0 +1,176 @@
+"""One-shot federated learning by DeepInversion (Yin et al. 2020; the Adaptive variant and
+Sampling DeepInversion as in EPFL MLO's report on one-shot FL by dataset distillation).
+
+Round 0: every joining client trains its own model once (--teacher_epochs) and uploads it
+whole with its class counts; that is the only communication. Every round then
+1. synthesises --di_batches batches from noise by DeepInversion against the teachers
+   (flcore/deep_inversion.py), either one teacher per batch in turn (cycle) or a few
+   teachers drawn per step (sampling), each teacher judging only the classes it was trained on;
+   from round 1 on, Adaptive DI's competition also seeks where the trained student disagrees;
+2. appends them to the synthetic pool and trains the student (--student_model, a member of
+   the family) on the whole pool for --student_epochs epochs with hard-label cross-entropy,
+   random crops and optional flips.
+Evaluation sends the student to every client, which scores it on its own data (not counted
+as traffic, as everywhere); -jr < 1 limits the teachers to the clients joining round 0.
+"""
+import os
+import time
+from collections import Counter
+
+import torch
+import torch.nn.functional as F
+from torchvision.utils import save_image
+from tqdm.auto import tqdm
+
+from flcore.clients.clientdi import clientDI
+from flcore.deep_inversion import PIXEL_MIN, SynthesisSettings, Teacher, draw_labels, synthesize_batch
+from flcore.options.deepinversion import student_architecture
+from flcore.servers.serverbase import Server
+from trainmodel.models import build_model
+from utils.payload import state_to_payload
+from utils.seeding import derive_seed, torch_generator
+
+
+# ---- the student's augmentation ------------------------------------------------------------
+def random_crop(x: torch.Tensor, padding: int, rng: torch.Generator, fill: float = PIXEL_MIN) -> torch.Tensor:
+    """Pad by `padding` pixels of `fill` (black), then cut each image's original size back out
+    at its own offset, uniform in [0, 2 * padding] both ways."""
+    if padding == 0:
+        return x
+    n, _, height, width = x.shape
+    padded = F.pad(x, (padding, padding, padding, padding), value=fill)
+    top = torch.randint(0, 2 * padding + 1, (n,), generator=rng)
+    left = torch.randint(0, 2 * padding + 1, (n,), generator=rng)
+    rows = (top[:, None] + torch.arange(height))[:, None, :, None]   # [N, 1, H, 1]
+    cols = (left[:, None] + torch.arange(width))[:, None, None, :]   # [N, 1, 1, W]
+    samples = torch.arange(n)[:, None, None, None]
+    channels = torch.arange(x.shape[1])[None, :, None, None]
+    return padded[samples, channels, rows, cols]
+
+
+def random_flip(x: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+    """Mirror each image left-right with probability 1/2."""
+    flip = torch.rand(len(x), generator=rng) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+
+# ---- the server ------------------------------------------------------------------------------
+class DeepInversion(Server):
+    client_class = clientDI
+    # The student's SGD (momentum 0.9, weight decay 5e-4): learning rate -slr, batches of -sbs.
+    DEFAULTS = {"server_learning_rate": 0.01, "server_batch_size": 64}
+
+    def setup(self):
+        args = self.args
+        self.image_shape = tuple(self.data.image_shape)
+        self.student_arch = student_architecture(args.student_model, args.model_family)
+        self.student = self.build(self.student_arch, derive_seed(self.seed, "di-student"))
+        self.student_optimizer = torch.optim.SGD(self.student.parameters(), lr=args.server_learning_rate,
+                                                 momentum=0.9, weight_decay=5e-4)
+        self.settings = SynthesisSettings(
+            iterations=args.di_iterations, learning_rate=args.di_lr,
+            bn_weight=args.di_bn_weight, tv_weight=args.di_tv_weight, l2_weight=args.di_l2_weight,
+            jitter=args.di_jitter, competition=args.di_competition, temperature=args.di_temperature)
+        self.teachers: list[Teacher] = []
+        self.pool_x = torch.zeros((0, *self.image_shape))
+        self.pool_y = torch.zeros(0, dtype=torch.long)
+        self.batches_made = 0
+        # Shuffling and augmenting the pool have their own stream, apart from synthesis's self.rng.
+        self.student_rng = torch_generator(derive_seed(self.seed, "di-student-data"))
+
+    def build(self, arch: str, seed: int) -> torch.nn.Module:
+        channels, height, _ = self.image_shape
+        model = build_model(arch, num_classes=self.num_classes, feature_dim=self.args.feature_dim,
+                            image_size=height, in_channels=channels, seed=seed)
+        return model.to(self.device, memory_format=torch.channels_last)
+
+    def evaluation_payload(self):
+        return {"student": state_to_payload(self.student), "arch": self.student_arch}
+
+    def train_round(self, round_idx, client_ids):
+        if round_idx == 0:
+            self.collect_teachers(client_ids)
+        with self.timer.phase("synthesis"):
+            images, labels = self.synthesize()
+        self.save_generated(images, labels, round_idx)
+        self.pool_x = torch.cat([self.pool_x, images])
+        self.pool_y = torch.cat([self.pool_y, labels])
+        with self.timer.phase("student_training"):
+            self.train_student()
+
+    # ---- round 0: the one upload ------------------------------------------------------------
+    def collect_teachers(self, client_ids: list[int]) -> None:
+        start = time.perf_counter()
+        replies = self.executor.broadcast(client_ids, "train_teacher")
+        compute = self.collect_timings(replies)
+        self.timer.add("communication", time.perf_counter() - start - compute)
+        for reply in replies:
+            model = self.build(reply["arch"], seed=0)  # weights replaced at once
+            model.load_state_dict(reply["teacher"])
+            self.teachers.append(Teacher(model, reply["class_counts"]))
+        kinds = Counter(reply["arch"] for reply in replies)
+        with_bn = sum(t.has_batchnorm for t in self.teachers)
+        tqdm.write(f"[{self.name}] {len(self.teachers)} teachers ("
+                   + ", ".join(f"{count} {arch}" for arch, count in sorted(kinds.items()))
+                   + f"); {with_bn} have BatchNorm layers, the others get no BN statistics term")
+
+    # ---- every round ------------------------------------------------------------------------
+    def synthesize(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """--di_batches new batches and their labels, on the CPU."""
+        args = self.args
+        # Adaptive DI's competition needs a student that has learnt something: before the
+        # first pool (round 0) there is no disagreement to seek, so it starts in round 1.
+        student = self.student if self.settings.competition and len(self.pool_y) else None
+        all_counts = torch.stack([t.class_counts for t in self.teachers]).sum(dim=0)
+        images, labels = [], []
+        bar = tqdm(total=args.di_batches * args.di_iterations, desc="DeepInversion synthesis",
+                   unit="step", dynamic_ncols=True, leave=False, disable=None)
+        for _ in range(args.di_batches):
+            if args.di_teacher_mode == "cycle":
+                teachers = [self.teachers[self.batches_made % len(self.teachers)]]
+                batch_labels = draw_labels(teachers[0].class_counts, args.di_batch_size, self.rng)
+                per_step = 0
+            else:
+                teachers = self.teachers
+                batch_labels = draw_labels(all_counts, args.di_batch_size, self.rng)
+                per_step = args.di_teachers_per_step
+            images.append(synthesize_batch(teachers, batch_labels, self.image_shape, self.settings, self.rng,
+                                           teachers_per_step=per_step, student=student, device=self.device,
+                                           on_step=lambda loss: bar.update(1)))
+            labels.append(batch_labels)
+            self.batches_made += 1
+        bar.close()
+        return torch.cat(images), torch.cat(labels)
+
+    def train_student(self) -> None:
+        """--student_epochs epochs of hard-label cross-entropy over the whole synthetic pool."""
+        args = self.args
+        self.student.train()
+        size = len(self.pool_y)
+        for _ in tqdm(range(args.student_epochs), desc="student", unit="epoch", dynamic_ncols=True,
+                      leave=False, disable=None):
+            order = torch.randperm(size, generator=self.student_rng)
+            for start in range(0, size, args.server_batch_size):
+                index = order[start:start + args.server_batch_size]
+                x = random_crop(self.pool_x[index], args.student_crop, self.student_rng)
+                if args.student_flip:
+                    x = random_flip(x, self.student_rng)
+                x = x.to(self.device).contiguous(memory_format=torch.channels_last)
+                loss = F.cross_entropy(self.student(x), self.pool_y[index].to(self.device))
+                self.student_optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.student_optimizer.step()
+
+    def save_generated(self, images: torch.Tensor, labels: torch.Tensor, round_idx: int) -> None:
+        """Up to 10 of this round's images per class as a PNG in the run folder: one row per
+        class, filled up with black where a class has fewer."""
+        every = self.args.save_generated_every
+        if not every or round_idx % every:
+            return
+        rows = []
+        for c in range(self.num_classes):
+            row = images[labels == c][:10]
+            rows += [row, torch.full((10 - len(row), *self.image_shape), PIXEL_MIN)]
+        os.makedirs(self.run_dir, exist_ok=True)
+        save_image((torch.cat(rows) + 1) / 2, os.path.join(self.run_dir, f"synthetic_round_{round_idx:04d}.png"),
+                   nrow=10, padding=1)
