@@ -97,3 +97,19 @@ def make_stylegan_pickle(utils_dir: str, path: str, content: str = "{'G_ema': G,
               f"with open({path!r}, 'wb') as f: pickle.dump({content}, f)\n")
     subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, timeout=120)
     return path
+
+
+def build_server_from_flags(argv: list):
+    """A server with its clients, built from command-line flags as main.py builds it, set up
+    but not trained, to look inside after a round."""
+    from cli import apply_algorithm_defaults, parse_args, validate
+    from flcore.registry import get_server_class
+    from utils.data_utils import load_federated_dataset
+
+    args = parse_args(argv)
+    server_class = get_server_class(args.algorithm)
+    apply_algorithm_defaults(args, server_class)
+    validate(args)
+    data = load_federated_dataset(args.dataset, args.num_clients, None, args.data_root)
+    args.num_classes = data.num_classes
+    return server_class(args, 0, data)

@@ -8,16 +8,14 @@ import pytest
 import torch
 
 import main
-from cli import apply_algorithm_defaults, parse_args, validate
 from flcore.generators.registry import load_generator
 from flcore.prompts import (MAX_PROMPT_TOKENS, T5PromptWriter, class_prompts, label_phrase,
                             template_prompt, template_prompts)
-from flcore.registry import get_server_class
 from flcore.servers.servergptfl import (average_per_architecture, image_prompts, series_key,
                                         synthetic_count_per_class)
 from flcore.text_to_image import BuiltinTextToImage, StableDiffusionTextToImage, load_text_to_image
+from tests.helpers import build_server_from_flags
 from trainmodel.models import build_model
-from utils.data_utils import load_federated_dataset
 from utils.errors import UserError
 from utils.payload import payload_size, state_to_payload
 from utils.result_utils import read_results
@@ -318,13 +316,7 @@ def test_gptfl_runs_with_exact_traffic_and_is_deterministic(data_root, tmp_path)
 
 
 def build_server(data_root, out, *extra):
-    args = parse_args(flags(data_root, out, *extra))
-    server_class = get_server_class(args.algorithm)
-    apply_algorithm_defaults(args, server_class)
-    validate(args)
-    data = load_federated_dataset(args.dataset, args.num_clients, None, args.data_root)
-    args.num_classes = data.num_classes
-    return server_class(args, 0, data)
+    return build_server_from_flags(flags(data_root, out, *extra))
 
 
 def client_state(server, cid):

@@ -12,17 +12,14 @@ import pytest
 import torch
 
 import main
-from cli import apply_algorithm_defaults, parse_args, validate
 from flcore.clients.clientfml import mutual_learning_losses
 from flcore.clients.clientkd import adaptive_distillation_losses
 from flcore.mutual_learning import build_shared_model, kl_to_target
-from flcore.registry import get_server_class
 from flcore.servers.serverkd import aggregate_updates, energy_at
 from flcore.svd_compression import (compress_state, compress_tensor, decompress_state,
                                     decompress_tensor, kept_rank)
 from flcore.weighted_average import average_uploads, weighted_average
-from tests.helpers import make_tiny_dataset
-from utils.data_utils import load_federated_dataset
+from tests.helpers import build_server_from_flags, make_tiny_dataset
 from utils.payload import payload_size
 from utils.result_utils import read_results
 
@@ -50,13 +47,7 @@ def run(data_root, out, *flags, **kwargs):
 
 def build_server(data_root, out, *flags):
     """A server with its clients, set up but not trained, to look inside after a round."""
-    args = parse_args(base_flags(data_root, out) + list(flags))
-    server_class = get_server_class(args.algorithm)
-    apply_algorithm_defaults(args, server_class)
-    validate(args)
-    data = load_federated_dataset(args.dataset, args.num_clients, None, args.data_root)
-    args.num_classes = data.num_classes
-    return server_class(args, 0, data)
+    return build_server_from_flags(base_flags(data_root, out) + list(flags))
 
 
 def clients_of(server):
