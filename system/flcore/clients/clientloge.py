@@ -76,20 +76,25 @@ class clientLoGe(Client):
         return backbone_loss
 
     # ---- reading the model ----------------------------------------------------------
+    def personal_realigned_logits(self, features: torch.Tensor, personal: torch.Tensor) -> torch.Tensor:
+        """l_k(f) plus the locally realigned global head's logits, absent classes masked."""
+        local_realigned = features @ realign_local(self.model.head.weight, self.personal_head.weight).T
+        return mask_absent_classes(personal + local_realigned, self.present)
+
     def head_logits(self, features: torch.Tensor) -> dict:
         """Logits of the four heads FedLoGe reports, for features of this client's backbone."""
         global_weight, global_bias = self.model.head.weight, self.model.head.bias
         personal = self.personal_head(features)
-        local_realigned = features @ realign_local(global_weight, self.personal_head.weight).T
         return {
             "generic": self.model.head(features),
             "generic_realigned": features @ realign_global(global_weight, self.realign_norm).T + global_bias,
             "personal": personal,
-            "personal_realigned": mask_absent_classes(personal + local_realigned, self.present),
+            "personal_realigned": self.personal_realigned_logits(features, personal),
         }
 
     def scores(self, x):
-        return self.head_logits(self.model.base(x))["personal_realigned"]
+        features = self.model.base(x)
+        return self.personal_realigned_logits(features, self.personal_head(features))
 
     def classification_loss(self, x, y):
         """Cross-entropy of the personalised, realigned logits: what rs_test_acc scores."""

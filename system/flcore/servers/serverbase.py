@@ -154,11 +154,11 @@ class Server:
             column.extend([0.0] * (rounds_so_far - 1 - len(column)))
             column.append(phases.get(name, 0.0))
 
-    def train_clients(self, client_ids: list[int], payload=None) -> list[dict]:
-        """Call `train` on the selected clients. Their reported compute goes to its phases;
-        the rest of the call (moving payloads and replies) counts as communication."""
+    def train_clients(self, client_ids: list[int], payload=None, method: str = "train") -> list[dict]:
+        """Call `method` (training) on the selected clients. Their reported compute goes to its
+        phases; the rest of the call (moving payloads and replies) counts as communication."""
         start = time.perf_counter()
-        replies = self.executor.broadcast(client_ids, "train", payload)
+        replies = self.executor.broadcast(client_ids, method, payload)
         compute = self.collect_timings(replies)
         self.timer.add("communication", time.perf_counter() - start - compute)
         return replies

@@ -14,7 +14,6 @@ Evaluation sends the student to every client, which scores it on its own data (n
 as traffic, as everywhere); -jr < 1 limits the teachers to the clients joining round 0.
 """
 import os
-import time
 from collections import Counter
 
 import torch
@@ -100,10 +99,7 @@ class DeepInversion(Server):
 
     # ---- round 0: the one upload ------------------------------------------------------------
     def collect_teachers(self, client_ids: list[int]) -> None:
-        start = time.perf_counter()
-        replies = self.executor.broadcast(client_ids, "train_teacher")
-        compute = self.collect_timings(replies)
-        self.timer.add("communication", time.perf_counter() - start - compute)
+        replies = self.train_clients(client_ids, method="train_teacher")
         for reply in replies:
             model = self.build(reply["arch"], seed=0)  # weights replaced at once
             model.load_state_dict(reply["teacher"])

@@ -45,8 +45,7 @@ def require_one_architecture(family: str, algorithm: str) -> str:
     return models[0]
 
 
-def has_normalisation(architecture: str) -> bool:
-    model = build_model(architecture, num_classes=2, feature_dim=8, image_size=32, seed=0)
+def has_normalisation(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._NormBase | nn.LayerNorm | nn.GroupNorm) for m in model.modules())
 
 
@@ -60,14 +59,14 @@ class FedLoGe(Server):
 
     def setup(self):
         self.architecture = require_one_architecture(self.args.model_family, self.args.algorithm)
-        if not has_normalisation(self.architecture):
-            print(f"note: {self.architecture} has no normalisation layer; under SSE-C's small columns (norm "
-                  "0.1) its features grow round after round and FedLoGe's heads can diverge at -lr 0.03: a "
-                  "BatchNorm backbone (e.g. -m ResNet8) or a smaller -lr is safer")
         channels, size = self.data.image_shape[0], self.data.image_shape[-1]
         # The starting global model: one seeded initialisation for every client (FedAvg's start).
         model = build_model(self.architecture, num_classes=self.num_classes, feature_dim=self.args.feature_dim,
                             image_size=size, in_channels=channels, seed=derive_seed(self.seed, "loge-global"))
+        if not has_normalisation(model):
+            print(f"note: {self.architecture} has no normalisation layer; under SSE-C's small columns (norm "
+                  "0.1) its features grow round after round and FedLoGe's heads can diverge at -lr 0.03: a "
+                  "BatchNorm backbone (e.g. -m ResNet8) or a smaller -lr is safer")
         self.backbone, self.head = state_to_payload(model.base), state_to_payload(model.head)
         with self.timer.phase("sse_c"):
             sse_c = build_sse_c(self.num_classes, self.args.feature_dim,
