@@ -104,6 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     g.add_argument("--config", default=None,
                    help="a saved *.config.json; its values become defaults, flags still override")
+    c = p.add_argument_group("checkpoints")
+    add_bool(c, "--resume", help="continue the run found under --out from its newest checkpoint "
+                                 "(the same flags otherwise); a finished run is left as it is")
+    c.add_argument("--ckpt_every", type=int, default=1,
+                   help="write a checkpoint every this many rounds (default 1; 0: never)")
+    c.add_argument("--ckpt_keep", type=int, default=3, help="checkpoints kept per run, newest first (default 3)")
 
     k = p.add_argument_group("FedKTL")
     k.add_argument("-slr", "--server_learning_rate", type=float, default=None,

@@ -19,6 +19,7 @@ import torch  # noqa: E402
 
 from cli import apply_algorithm_defaults, parse_args, validate  # noqa: E402
 from flcore.registry import get_server_class  # noqa: E402
+from utils.checkpoints import CheckpointStore  # noqa: E402
 from utils.data_utils import load_federated_dataset  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 from utils.result_utils import result_name, summarize_repetitions  # noqa: E402
@@ -48,8 +49,13 @@ def run(args) -> None:
           f"{args.num_classes} classes, {args.global_rounds} rounds, device {args.device}, seed {args.seed}")
     for index in range(args.prev, args.times):
         started = time.time()
-        with open(os.path.join(args.out, result_name(args.dataset, args.algorithm, args.goal, index)
-                               + ".config.json"), "w") as f:
+        name = result_name(args.dataset, args.algorithm, args.goal, index)
+        finished = CheckpointStore(os.path.join(args.out, name)).finished() if args.resume else None
+        if finished:
+            print(f"{name} already finished after {finished['rounds_done']} round(s): results in "
+                  f"{finished['results']}")
+            continue
+        with open(os.path.join(args.out, name + ".config.json"), "w") as f:
             json.dump(vars(args), f, indent=2, sort_keys=True)
         server = server_class(args, index, data)
         server.train()
@@ -65,7 +71,8 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: results up to the last evaluation are in " + args.out, file=sys.stderr)
+        print(f"interrupted: results up to the last evaluation are in {args.out}; the same command "
+              f"with --resume continues from the last checkpoint", file=sys.stderr)
         return 130
     return 0
 

@@ -41,7 +41,7 @@ def test_fedktl_writes_htfllib_keys_config_and_images(data_root, generator_path,
     assert set(series["phase_seconds"]) >= {"client_training", "prototype_collection",
                                              "alignment", "generation", "evaluation"}
     assert config["algorithm"] == "FedKTL" and config["num_classes"] == 10
-    pngs = sorted(os.listdir(tmp_path / "Tiny_FedKTL_test_0"))
+    pngs = sorted(f for f in os.listdir(tmp_path / "Tiny_FedKTL_test_0") if f.endswith(".png"))
     assert pngs == [f"generated_round_{r:04d}.png" for r in range(ROUNDS)]
 
 

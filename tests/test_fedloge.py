@@ -122,8 +122,8 @@ def test_clients_hold_the_sample_weighted_average_with_batchnorm_buffers(data_ro
     uploads = {}
     original = server.executor.broadcast
 
-    def spy(ids, method, payload=None, count=True):
-        replies = original(ids, method, payload, count)
+    def spy(ids, method, payload=None, **options):
+        replies = original(ids, method, payload, **options)
         if method == "train":
             uploads.update(zip(ids, replies))
         return replies

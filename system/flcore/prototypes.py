@@ -176,10 +176,7 @@ class ClassMeanServer(Server):
         raise NotImplementedError
 
     def train_round(self, round_idx, client_ids):
-        start = time.perf_counter()
-        replies = self.executor.broadcast(client_ids, "train")
-        compute = self.collect_timings(replies)
-        self.timer.add("communication", time.perf_counter() - start - compute)
+        replies = self.train_clients(client_ids)
         with self.timer.phase("aggregation"):
             message = self.aggregate(replies)
         start = time.perf_counter()

@@ -19,16 +19,21 @@ class InProcessExecutor:
     def client_ids(self) -> list[int]:
         return sorted(self._clients)
 
-    def broadcast(self, client_ids, method: str, payload=None, count: bool = True) -> list:
+    def broadcast(self, client_ids, method: str, payload=None, count: bool = True, guarded: bool = False) -> list:
         """Call `method(payload)` on each client with the same payload.
 
-        `count=False` is for bookkeeping calls (evaluation) that a real deployment
-        would answer with a few numbers and that the papers do not count.
+        `count=False` is for bookkeeping calls (evaluation, checkpoints) that a real
+        deployment would answer with a few numbers and that the papers do not count.
+        `guarded=True` goes through the client's `guarded`, which undoes and reports a
+        call whose losses or reply are not finite.
         """
         client_ids = list(client_ids)
         if count:
             self.traffic.add_down(payload, copies=len(client_ids))
-        replies = [getattr(self._clients[cid], method)(payload) for cid in client_ids]
+        if guarded:
+            replies = [self._clients[cid].guarded(method, payload) for cid in client_ids]
+        else:
+            replies = [getattr(self._clients[cid], method)(payload) for cid in client_ids]
         if count:
             for reply in replies:
                 self.traffic.add_up(reply)

@@ -28,6 +28,21 @@ def iter_tensors(obj):
             yield from iter_tensors(value)
 
 
+def first_non_finite(obj, where: str = "") -> str | None:
+    """The path (e.g. "['protos']") of the first floating-point tensor in `obj` holding a NaN
+    or an infinity, or None when all are finite."""
+    if isinstance(obj, torch.Tensor):
+        if obj.is_floating_point() and not bool(torch.isfinite(obj).all()):
+            return where or "tensor"
+        return None
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
+    for key, value in items:
+        found = first_non_finite(value, f"{where}[{key!r}]")
+        if found is not None:
+            return found
+    return None
+
+
 def payload_size(obj) -> tuple[int, int]:
     """(bytes over all tensors, elements of floating-point tensors) inside `obj`.
 

@@ -13,10 +13,17 @@ import torch
 import torch.nn as nn
 
 from utils.metrics import classification_stats
+from utils.payload import first_non_finite
 from utils.seeding import derive_seed
+from utils.state import capture_state, restore_state
 
 
 class Client:
+    #: attributes fixed at construction (data, flags, loss modules): left out of checkpoints.
+    #: Subclasses add theirs, e.g. caches rebuilt on every call.
+    CHECKPOINT_STATIC = frozenset({"args", "device", "train_x", "train_y", "test_x", "test_y", "ce_loss",
+                                   "loss_total"})
+
     def __init__(self, args, client_id: int, model: nn.Module, data, seed: int):
         self.id = client_id
         self.args = args
@@ -40,6 +47,7 @@ class Client:
             self.optimizer, gamma=args.learning_rate_decay_gamma)
             if args.learning_rate_decay and self.optimizer is not None else None)
         self._train_loss = None  # (sum, count) for the current weights, see train_loss_stats
+        self.loss_total = None  # sum of the training losses since the last guarded call began
 
     # ---- pieces subclasses override -------------------------------------------------
     def make_optimizer(self) -> torch.optim.Optimizer:
@@ -54,7 +62,8 @@ class Client:
         return self.ce_loss(self.model(x), y)
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """One optimisation step on a batch; returns the loss."""
+        """One optimisation step on a batch; returns the whole loss it minimised (every term,
+        so that a non-finite one is noticed)."""
         loss = self.classification_loss(x, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -89,15 +98,48 @@ class Client:
         stats.update(train_loss_sum=loss_sum, train_num=count)
         return stats
 
+    def checkpoint_state(self, payload=None) -> dict:
+        """Everything that changes during a run, as plain containers of CPU tensors."""
+        return capture_state(self, self.CHECKPOINT_STATIC)
+
+    def restore_checkpoint_state(self, state: dict) -> dict:
+        restore_state(self, state, self.device)
+        return {}
+
+    def guarded(self, method: str, payload=None) -> dict:
+        """Call a training method; if a training loss or the reply is not finite, put the
+        client back as it was before the call and reply {"skipped": reason} instead."""
+        before = capture_state(self, self.CHECKPOINT_STATIC, copy=True)
+        self.loss_total = None
+        reply = getattr(self, method)(payload)
+        problem = None
+        if self.loss_total is not None and not bool(torch.isfinite(self.loss_total)):
+            problem = f"training loss is {float(self.loss_total)}"
+        else:
+            where = first_non_finite(reply)
+            if where is not None:
+                problem = f"upload {where} is not finite"
+        self.loss_total = None
+        if problem is None:
+            return reply
+        restore_state(self, before, self.device)
+        return {"skipped": problem, "num_samples": self.train_samples, "timings": reply.get("timings", {})}
+
     # ---- helpers --------------------------------------------------------------------
     def local_train(self) -> None:
         self.model.train()
         self._train_loss = None
-        for _ in range(self.local_epochs):
-            for x, y in self.train_batches():
-                self.train_step(x, y)
+        self.run_epochs(self.local_epochs)
         if self.scheduler is not None:
             self.scheduler.step()
+
+    def run_epochs(self, epochs: int) -> None:
+        """`epochs` passes of `train_step` over shuffled batches, summing the losses on the
+        device (no synchronisation per step) for `guarded`'s check."""
+        for _ in range(epochs):
+            for x, y in self.train_batches():
+                loss = self.train_step(x, y).detach()
+                self.loss_total = loss if self.loss_total is None else self.loss_total + loss
 
     def train_batches(self):
         """One shuffled epoch of full batches (the last partial batch is dropped, as HtFLlib does)."""

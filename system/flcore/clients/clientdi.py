@@ -12,6 +12,9 @@ from utils.payload import state_to_payload
 
 
 class clientDI(Client):
+    # The student is the server's, reloaded on every evaluation.
+    CHECKPOINT_STATIC = Client.CHECKPOINT_STATIC | {"student"}
+
     def __init__(self, args, client_id, model, data, seed):
         super().__init__(args, client_id, model, data, seed)
         self.teacher_epochs = args.teacher_epochs
@@ -22,9 +25,7 @@ class clientDI(Client):
         BatchNorm buffers), its architecture and the class counts it was trained on."""
         start = time.perf_counter()
         self.model.train()
-        for _ in range(self.teacher_epochs):
-            for x, y in self.train_batches():
-                self.train_step(x, y)
+        self.run_epochs(self.teacher_epochs)
         self._train_loss = None
         seconds = time.perf_counter() - start
         return {"teacher": state_to_payload(self.model), "arch": self.model.arch,

@@ -47,7 +47,7 @@ class clientFML(Client):
         nn.utils.clip_grad_norm_(self.shared.parameters(), GRAD_CLIP)
         self.optimizer.step()
         self.shared_optimizer.step()
-        return private_loss
+        return private_loss + shared_loss
 
     def upload(self):
         return {"shared": state_to_payload(self.shared)}

@@ -65,11 +65,19 @@ class clientGen(Client):
     def receive(self, payload):
         """The aggregated head replaces ours; the generator arrives after each server round."""
         self.model.head.load_state_dict(payload["head"])
+        self.ensure_generator()
+        self.generator.load_state_dict(payload["generator"])
+        return {}
+
+    def ensure_generator(self) -> None:
         if self.generator is None:
             self.generator = FeatureGenerator(self.noise_dim, self.num_classes, self.hidden_dim,
                                               self.model.feature_dim).to(self.device)
-        self.generator.load_state_dict(payload["generator"])
-        return {}
+
+    def restore_checkpoint_state(self, state):
+        if state.get("generator") is not None:
+            self.ensure_generator()  # a shell for the saved weights
+        return super().restore_checkpoint_state(state)
 
     # ---- training -----------------------------------------------------------------------
     def train_step(self, x, y):

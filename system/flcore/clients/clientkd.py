@@ -79,7 +79,7 @@ class clientKD(Client):
             nn.utils.clip_grad_norm_(module.parameters(), GRAD_CLIP)
         for optimizer in optimizers:
             optimizer.step()
-        return teacher_loss
+        return teacher_loss + mentee_loss
 
     def upload(self):
         start = time.perf_counter()

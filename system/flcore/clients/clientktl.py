@@ -22,6 +22,9 @@ GRAD_CLIP = 100.0
 
 
 class clientKTL(Client):
+    # The generated pairs arrive with every round's training call and live only during it.
+    CHECKPOINT_STATIC = Client.CHECKPOINT_STATIC | {"mse", "generated", "_generated_batches"}
+
     def __init__(self, args, client_id, model, data, seed):
         super().__init__(args, client_id, model, data, seed)
         self.mu = args.mu

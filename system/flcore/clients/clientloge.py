@@ -18,6 +18,9 @@ from utils.payload import state_to_payload
 
 
 class clientLoGe(Client):
+    # Its three optimisers are made afresh in every round's local_train.
+    CHECKPOINT_STATIC = Client.CHECKPOINT_STATIC | {"optimizers"}
+
     def __init__(self, args, client_id, model, data, seed):
         super().__init__(args, client_id, model, data, seed)
         self.momentum = args.loge_momentum
@@ -73,7 +76,7 @@ class clientLoGe(Client):
         (backbone_loss + global_loss + personal_loss).backward()
         for optimizer in self.optimizers:
             optimizer.step()
-        return backbone_loss
+        return backbone_loss + global_loss + personal_loss
 
     # ---- reading the model ----------------------------------------------------------
     def personal_realigned_logits(self, features: torch.Tensor, personal: torch.Tensor) -> torch.Tensor:

@@ -17,12 +17,24 @@ import torch
 from tqdm.auto import tqdm
 
 from trainmodel.families import build_client_models
+from utils.checkpoints import CheckpointStore
+from utils.errors import UserError
 from utils.executors import InProcessExecutor
 from utils.metrics import aggregate_evaluations
 from utils.result_utils import result_name, write_results
 from utils.sampling import draw_client_schedule
-from utils.seeding import seed_everything, torch_generator, derive_seed
+from utils.seeding import derive_seed, global_rng_states, seed_everything, set_global_rng_states, torch_generator
+from utils.state import capture_state, restore_state
 from utils.timing import PhaseTimer
+
+#: flags that may differ between a run and its resumption (where and how it runs, not what)
+RESUMABLE_WITH_OTHER = frozenset({
+    "resume", "ckpt_every", "ckpt_keep", "threads", "device", "device_id", "config", "out", "data_root",
+    "times", "prev", "executor", "ray_address", "ray_gpus_per_actor", "ray_actors", "offload"})
+
+
+class NoClientUpdates(Exception):
+    """Every client selected for the round was skipped: the server keeps its state."""
 
 
 def best_is_stale(accuracies, top_cnt: int) -> bool:
@@ -32,6 +44,11 @@ def best_is_stale(accuracies, top_cnt: int) -> bool:
 
 class Server:
     client_class = None
+    #: attributes that never change after construction and setup (or are saved apart):
+    #: left out of checkpoints. Subclasses add theirs (e.g. a pre-trained generator).
+    CHECKPOINT_STATIC = frozenset({"args", "data", "device", "executor", "timer", "schedule", "series",
+                                   "checkpoints", "run_index", "seed", "num_clients", "num_classes",
+                                   "global_rounds", "eval_gap", "name", "run_dir"})
     #: flag defaults for this algorithm: {dest: value}; the user's flags win.
     DEFAULTS: dict = {}
 
@@ -56,6 +73,9 @@ class Server:
         self.timer = PhaseTimer()
         self.series = defaultdict(list)
         self.series["phase_seconds"] = defaultdict(list)
+        self.checkpoints = CheckpointStore(self.run_dir, keep=getattr(args, "ckpt_keep", 3))
+        self.current_round = 0
+        self.skipped_in_round = 0
         self.executor = self.make_executor()
         self.setup()
 
@@ -97,27 +117,43 @@ class Server:
         setup_traffic = self.executor.take_traffic()
         self.series["setup_bytes_down"] = [setup_traffic.bytes_down]
         self.series["setup_floats_down"] = [setup_traffic.floats_down]
+        rounds_done = self.resume() if getattr(self.args, "resume", False) else self.start_afresh()
         # disable=None: a bar on a terminal, none in log files of scripted sweeps.
-        bar = tqdm(range(self.global_rounds), desc=self.name, unit="round", dynamic_ncols=True, disable=None)
-        rounds_done = 0
-        for round_idx in bar:
-            start = time.perf_counter()
-            if round_idx % self.eval_gap == 0:
-                with self.timer.phase("evaluation"):
-                    self.evaluate(round_idx)
-                bar.set_postfix(acc=f"{self.series['rs_test_acc'][-1]:.4f}")
-            self.train_round(round_idx, [int(c) for c in self.schedule[round_idx]])
-            self.record_round(time.perf_counter() - start)
-            rounds_done = round_idx + 1
+        bar = tqdm(total=self.global_rounds, initial=rounds_done, desc=self.name, unit="round",
+                   dynamic_ncols=True, disable=None)
+        while rounds_done < self.global_rounds:
             if self.args.auto_break and self.reached_plateau():
                 tqdm.write(f"auto-break: no improvement for {self.args.top_cnt} evaluations")
                 break
+            self.run_round(rounds_done)
+            rounds_done += 1
+            bar.update(1)
+            if self.series["rs_test_acc"]:
+                bar.set_postfix(acc=f"{self.series['rs_test_acc'][-1]:.4f}")
+            every = getattr(self.args, "ckpt_every", 0)
+            if every and rounds_done % every == 0:
+                self.save_checkpoint(rounds_done)
         bar.close()
         # The original never evaluates after its last round; the last training counts here.
         self.evaluate(rounds_done)
         self.save_results()
+        self.checkpoints.mark_finished({"rounds_done": rounds_done, "results": self.results_path,
+                                        "best_test_acc": float(np.max(self.series["rs_test_acc"]))})
         self.report_best()
         return self.series
+
+    def run_round(self, round_idx: int) -> None:
+        start = time.perf_counter()
+        self.current_round = round_idx
+        if round_idx % self.eval_gap == 0:
+            with self.timer.phase("evaluation"):
+                self.evaluate(round_idx)
+        try:
+            self.train_round(round_idx, [int(c) for c in self.schedule[round_idx]])
+        except NoClientUpdates:
+            tqdm.write(f"[{self.name}] round {round_idx}: every selected client was skipped; "
+                       f"the server keeps its state")
+        self.record_round(time.perf_counter() - start)
 
     def evaluate(self, rounds_done: int) -> dict:
         """Every client, not only the selected ones, is evaluated (as HtFLlib does)."""
@@ -147,6 +183,8 @@ class Server:
         self.series["bytes_down"].append(traffic.bytes_down)
         self.series["floats_up"].append(traffic.floats_up)
         self.series["floats_down"].append(traffic.floats_down)
+        self.series["skipped_clients"].append(self.skipped_in_round)
+        self.skipped_in_round = 0
         phases = self.timer.reset()
         rounds_so_far = len(self.series["round_seconds"])
         for name in set(phases) | set(self.series["phase_seconds"]):
@@ -155,13 +193,29 @@ class Server:
             column.append(phases.get(name, 0.0))
 
     def train_clients(self, client_ids: list[int], payload=None, method: str = "train") -> list[dict]:
-        """Call `method` (training) on the selected clients. Their reported compute goes to its
-        phases; the rest of the call (moving payloads and replies) counts as communication."""
+        """Call `method` (training) on the selected clients and return the replies of those whose
+        losses and uploads were finite, each with its "client_id". A client with a NaN or an
+        infinity is put back as it was before the call and left out of the round, with a
+        warning; when none is left, `NoClientUpdates` ends the round.
+
+        The clients' reported compute goes to its phases; the rest of the call (moving
+        payloads and replies) counts as communication."""
         start = time.perf_counter()
-        replies = self.executor.broadcast(client_ids, method, payload)
+        replies = self.executor.broadcast(client_ids, method, payload, guarded=True)
         compute = self.collect_timings(replies)
         self.timer.add("communication", time.perf_counter() - start - compute)
-        return replies
+        kept = []
+        for cid, reply in zip(client_ids, replies):
+            if "skipped" in reply:
+                self.skipped_in_round += 1
+                tqdm.write(f"[{self.name}] warning: round {self.current_round}: client {cid} skipped, "
+                           f"its {reply['skipped']}")
+            else:
+                reply["client_id"] = cid
+                kept.append(reply)
+        if not kept:
+            raise NoClientUpdates
+        return kept
 
     def collect_timings(self, replies: list[dict]) -> float:
         """Add the compute time clients report to this round's phases; returns their sum."""
@@ -173,13 +227,65 @@ class Server:
         return total
 
     def reached_plateau(self) -> bool:
-        return best_is_stale(self.series["rs_test_acc"], self.args.top_cnt)
+        accuracies = self.series["rs_test_acc"]
+        return bool(accuracies) and best_is_stale(accuracies, self.args.top_cnt)
+
+    # ---- checkpoints ----------------------------------------------------------------
+    def checkpoint_state(self) -> dict:
+        """This server's changing state (the clients' is gathered through the executor)."""
+        return capture_state(self, self.CHECKPOINT_STATIC)
+
+    def restore_checkpoint_state(self, state: dict) -> None:
+        restore_state(self, state, self.device)
+
+    def save_checkpoint(self, rounds_done: int) -> None:
+        start = time.perf_counter()
+        client_states = self.executor.broadcast(self.all_client_ids, "checkpoint_state", count=False)
+        self.checkpoints.save(rounds_done, {
+            "config": comparable_config(self.args),
+            "server": self.checkpoint_state(),
+            "clients": dict(zip(self.all_client_ids, client_states)),
+            "series": {name: dict(values) if isinstance(values, dict) else list(values)
+                       for name, values in self.series.items()},
+            "rng": global_rng_states(),
+        })
+        self.series["checkpoint_seconds"].append(time.perf_counter() - start)
+
+    def start_afresh(self) -> int:
+        found = self.checkpoints.rounds()
+        if found or self.checkpoints.finished():
+            tqdm.write(f"[{self.name}] replacing the checkpoints of an earlier run in {self.checkpoints.folder} "
+                       f"(pass --resume to continue that run instead)")
+        self.checkpoints.clear()
+        return 0
+
+    def resume(self) -> int:
+        """Load the newest readable checkpoint; returns the rounds it had done (0 if none)."""
+        state = self.checkpoints.load_latest(map_location="cpu")
+        if state is None:
+            tqdm.write(f"[{self.name}] no checkpoint in {self.checkpoints.folder}: starting from round 0")
+            self.checkpoints.clear()
+            return 0
+        check_same_config(state["config"], comparable_config(self.args), self.checkpoints.folder)
+        self.executor.scatter("restore_checkpoint_state", state["clients"], count=False)
+        self.restore_checkpoint_state(state["server"])
+        self.series = defaultdict(list, {name: defaultdict(list, values) if isinstance(values, dict) else values
+                                         for name, values in state["series"].items()})
+        set_global_rng_states(state["rng"])
+        rounds_done = state["rounds_done"]
+        tqdm.write(f"[{self.name}] resuming after round {rounds_done} of {self.global_rounds} from "
+                   f"{self.checkpoints.path(rounds_done)}")
+        return rounds_done
 
     # ---- results --------------------------------------------------------------------
+    @property
+    def results_path(self) -> str:
+        return os.path.join(self.args.out, self.name + ".h5")
+
     def save_results(self) -> None:
         os.makedirs(self.args.out, exist_ok=True)
         config = dict(vars(self.args), run_index=self.run_index, run_seed=self.seed)
-        write_results(os.path.join(self.args.out, self.name + ".h5"), self.series, config)
+        write_results(self.results_path, self.series, config)
 
     def report_best(self) -> None:
         acc = self.series["rs_test_acc"]
@@ -193,3 +299,17 @@ class Server:
             print(f"[{self.name}] traffic per round, all clients: {np.mean(up) / 1e6:.4g}M floats up, "
                   f"{np.mean(down) / 1e6:.4g}M floats down (mean of {len(up)} rounds); "
                   f"{self.series['setup_floats_down'][0] / 1e6:.4g}M floats down once at setup")
+
+
+def comparable_config(args) -> dict:
+    """The flags that decide what a run computes, as saved in its checkpoints."""
+    return {name: value for name, value in sorted(vars(args).items()) if name not in RESUMABLE_WITH_OTHER}
+
+
+def check_same_config(saved: dict, current: dict, folder: str) -> None:
+    """Refuse to resume a checkpoint written with other flags: its continuation would be neither run."""
+    differing = [name for name in sorted(set(saved) | set(current)) if saved.get(name) != current.get(name)]
+    if differing:
+        shown = ", ".join(f"{name} {saved.get(name)!r} there, {current.get(name)!r} now" for name in differing[:3])
+        raise UserError(f"the checkpoints in {folder} were written with other flags ({shown}): resume with the "
+                        f"flags of that run, or drop --resume to start afresh")

@@ -28,6 +28,7 @@ from flcore.servers.serverbase import Server
 from trainmodel.models import build_model
 from utils.payload import state_to_payload
 from utils.seeding import derive_seed, torch_generator
+from utils.state import capture_value
 
 
 # ---- the student's augmentation ------------------------------------------------------------
@@ -56,6 +57,8 @@ def random_flip(x: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
 # ---- the server ------------------------------------------------------------------------------
 class DeepInversion(Server):
     client_class = clientDI
+    # Teachers are saved as (architecture, weights, class counts); the settings are flags.
+    CHECKPOINT_STATIC = Server.CHECKPOINT_STATIC | {"settings", "teachers"}
     # The student's SGD (momentum 0.9, weight decay 5e-4): learning rate -slr, batches of -sbs.
     DEFAULTS = {"server_learning_rate": 0.01, "server_batch_size": 64}
 
@@ -87,7 +90,7 @@ class DeepInversion(Server):
         return {"student": state_to_payload(self.student), "arch": self.student_arch}
 
     def train_round(self, round_idx, client_ids):
-        if round_idx == 0:
+        if not self.teachers:  # round 0, unless every client was skipped in it
             self.collect_teachers(client_ids)
         with self.timer.phase("synthesis"):
             images, labels = self.synthesize()
@@ -100,15 +103,30 @@ class DeepInversion(Server):
     # ---- round 0: the one upload ------------------------------------------------------------
     def collect_teachers(self, client_ids: list[int]) -> None:
         replies = self.train_clients(client_ids, method="train_teacher")
-        for reply in replies:
-            model = self.build(reply["arch"], seed=0)  # weights replaced at once
-            model.load_state_dict(reply["teacher"])
-            self.teachers.append(Teacher(model, reply["class_counts"]))
+        self.teachers = [self.make_teacher(reply["arch"], reply["teacher"], reply["class_counts"])
+                         for reply in replies]
         kinds = Counter(reply["arch"] for reply in replies)
         with_bn = sum(t.has_batchnorm for t in self.teachers)
         tqdm.write(f"[{self.name}] {len(self.teachers)} teachers ("
                    + ", ".join(f"{count} {arch}" for arch, count in sorted(kinds.items()))
                    + f"); {with_bn} have BatchNorm layers, the others get no BN statistics term")
+
+    def make_teacher(self, arch: str, weights: dict, class_counts: torch.Tensor) -> Teacher:
+        model = self.build(arch, seed=0)  # weights replaced at once
+        model.load_state_dict(weights)
+        return Teacher(model, class_counts)
+
+    def checkpoint_state(self):
+        state = super().checkpoint_state()
+        state["teachers"] = [{"arch": t.model.arch, "weights": capture_value(t.model), "class_counts": t.class_counts}
+                             for t in self.teachers]
+        return state
+
+    def restore_checkpoint_state(self, state):
+        state = dict(state)
+        teachers = state.pop("teachers")
+        super().restore_checkpoint_state(state)
+        self.teachers = [self.make_teacher(t["arch"], t["weights"], t["class_counts"]) for t in teachers]
 
     # ---- every round ------------------------------------------------------------------------
     def synthesize(self) -> tuple[torch.Tensor, torch.Tensor]:

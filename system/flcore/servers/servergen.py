@@ -90,7 +90,7 @@ class FedGen(Server):
         replies = self.train_clients(client_ids)
         heads = [r["head"] for r in replies]
         with self.timer.phase("generator_training"):
-            self.train_generator(heads, self.label_counts[client_ids])
+            self.train_generator(heads, self.label_counts[[r["client_id"] for r in replies]])
         with self.timer.phase("aggregation"):
             self.head = weighted_average(heads, [r["num_samples"] for r in replies])
         # Every client, selected or not, gets the new head and generator (as HtFLlib sends them).

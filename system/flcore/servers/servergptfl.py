@@ -196,7 +196,7 @@ class GPTFL(Server):
         with self.timer.phase("aggregation"):
             # Groups nobody of which trained this round keep their global model.
             self.global_states.update(average_per_architecture(
-                [self.architectures[cid] for cid in client_ids], [reply["model"] for reply in replies]))
+                [self.architectures[reply["client_id"]] for reply in replies], [reply["model"] for reply in replies]))
         with self.timer.phase("communication"):
             self.send_globals()
 

@@ -48,6 +48,8 @@ def class_means(values: torch.Tensor, labels: torch.Tensor, num_classes: int):
 class FedKTL(Server):
     client_class = clientKTL
     generator_kind = "builtin"
+    # The pre-trained generator is loaded from -GPath and never trained.
+    CHECKPOINT_STATIC = Server.CHECKPOINT_STATIC | {"generator"}
     DEFAULTS = {"lamda": 1.0, "mu": 50.0, "server_learning_rate": 0.01,
                 "server_batch_size": 100, "server_epochs": 100}
 

@@ -1,0 +1,114 @@
+"""Snapshot an object's changing state as plain containers of CPU tensors, and put it back.
+
+Servers and clients keep their state in attributes: modules, optimisers, random
+generators, tensors, numbers and containers of those. `capture_state` turns every
+attribute not named static into something `torch.load(..., weights_only=True)` can read;
+`restore_state` loads it back into the live object of the same construction (modules,
+optimisers and generators in place, everything else replaced).
+
+Unknown types are refused with a message naming the attribute, so a new attribute that
+cannot be saved is found by the resume tests instead of being silently left out.
+"""
+import numpy as np
+import torch
+import torch.nn as nn
+
+#: marks a tensor that lived on the object's accelerator and goes back there on restore
+ON_DEVICE = "__on_device__"
+#: marks a NumPy random generator's state
+NUMPY_RNG = "__numpy_rng__"
+
+PLAIN = (bool, int, float, str, type(None), torch.Size, torch.dtype)
+STATEFUL = (nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler, torch.Generator)
+
+
+def _tensor(tensor: torch.Tensor, copy: bool):
+    tensor = tensor.detach()
+    if tensor.device.type != "cpu":
+        return {ON_DEVICE: tensor.to("cpu")}
+    return tensor.clone() if copy else tensor
+
+
+def capture_value(value, copy: bool = False, where: str = "value"):
+    """A weights_only-loadable snapshot of `value` (`copy=True`: never shares memory with it)."""
+    if isinstance(value, torch.Tensor):
+        return _tensor(value, copy)
+    if isinstance(value, PLAIN):
+        return value
+    if isinstance(value, nn.Module):
+        return {name: _tensor(tensor, copy) for name, tensor in value.state_dict().items()}
+    if isinstance(value, (torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler)):
+        return capture_value(value.state_dict(), copy, where)
+    if isinstance(value, torch.Generator):
+        return value.get_state()  # a fresh CPU byte tensor
+    if isinstance(value, np.random.Generator):
+        return {NUMPY_RNG: value.bit_generator.state}
+    if isinstance(value, dict):
+        return {key: capture_value(item, copy, f"{where}[{key!r}]") for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        items = [capture_value(item, copy, f"{where}[{i}]") for i, item in enumerate(value)]
+        return items if isinstance(value, list) else tuple(items)
+    raise TypeError(f"cannot checkpoint {where} of type {type(value).__name__}: list it in the class's "
+                    f"CHECKPOINT_STATIC if it never changes after construction and setup, or override "
+                    f"checkpoint_state/restore_checkpoint_state")
+
+
+def _holds_stateful(value) -> bool:
+    if isinstance(value, STATEFUL):
+        return True
+    if isinstance(value, dict):
+        return any(_holds_stateful(item) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_holds_stateful(item) for item in value)
+    return False
+
+
+def restore_value(live, saved, device, where: str = "value"):
+    """The value to hold after restoring `saved` over `live`: `live` itself, loaded in
+    place, when it is (or holds) a module, optimiser or generator; otherwise `saved`,
+    with tensors marked as on-device moved to `device`."""
+    if isinstance(live, nn.Module):
+        live.load_state_dict(restore_value(None, saved, device, where))
+        return live
+    if isinstance(live, (torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler)):
+        live.load_state_dict(restore_value(None, saved, device, where))
+        return live
+    if isinstance(live, torch.Generator):
+        live.set_state(saved)
+        return live
+    if _holds_stateful(live):
+        if isinstance(live, dict) and isinstance(saved, dict) and set(live) == set(saved):
+            for key in live:
+                live[key] = restore_value(live[key], saved[key], device, f"{where}[{key!r}]")
+            return live
+        if isinstance(live, (list, tuple)) and isinstance(saved, (list, tuple)) and len(live) == len(saved):
+            items = [restore_value(item, part, device, f"{where}[{i}]")
+                     for i, (item, part) in enumerate(zip(live, saved))]
+            return items if isinstance(live, list) else tuple(items)
+        raise ValueError(f"cannot restore {where}: the checkpoint's structure differs from the live one")
+    if isinstance(saved, dict):
+        if set(saved) == {ON_DEVICE}:
+            return saved[ON_DEVICE].to(device)
+        if set(saved) == {NUMPY_RNG}:
+            rng = np.random.default_rng()
+            rng.bit_generator.state = saved[NUMPY_RNG]
+            return rng
+        return {key: restore_value(None, item, device, f"{where}[{key!r}]") for key, item in saved.items()}
+    if isinstance(saved, (list, tuple)):
+        items = [restore_value(None, item, device, f"{where}[{i}]") for i, item in enumerate(saved)]
+        return items if isinstance(saved, list) else tuple(items)
+    return saved
+
+
+def capture_state(obj, static, copy: bool = False) -> dict:
+    """{attribute: snapshot} for every attribute of `obj` not named in `static`."""
+    owner = type(obj).__name__
+    return {name: capture_value(value, copy, f"{owner}.{name}")
+            for name, value in vars(obj).items() if name not in static}
+
+
+def restore_state(obj, state: dict, device) -> None:
+    """Put a `capture_state` snapshot back into `obj` (built and set up the same way)."""
+    owner = type(obj).__name__
+    for name, saved in state.items():
+        setattr(obj, name, restore_value(getattr(obj, name, None), saved, device, f"{owner}.{name}"))
