@@ -7,6 +7,7 @@ default to lambda 0.1 while any flag the user gives still wins.
 import argparse
 import importlib
 import json
+import math
 import os
 
 from utils.errors import UserError
@@ -36,6 +37,12 @@ GLOBAL_DEFAULTS = {
 
 #: modules that add one algorithm's flags (`add_arguments(parser)`) and checks (`validate(args)`)
 OPTION_MODULES = ("flcore.options.fedloge", "flcore.options.gptfl", "flcore.options.deepinversion")
+
+#: dests whose flag users know by HtFLlib's short form (for error messages)
+SHORT_FLAGS = {"local_learning_rate": "-lr", "join_ratio": "-jr", "server_learning_rate": "-slr", "lamda": "-lam",
+               "mu": "-mu", "learning_rate_decay_gamma": "-ldg", "generator_learning_rate": "-glr",
+               "alpha": "-al", "beta": "-bt", "mentee_learning_rate": "-mlr", "T_start": "-Ts", "T_end": "-Te",
+               "margin_threthold": "-mart"}
 
 DEFAULT_ROUNDS = 50
 #: HtFLlib's default: runs with -ab and no -gr end by auto-break, not by the round count
@@ -182,7 +189,15 @@ def apply_algorithm_defaults(args, server_class) -> None:
             setattr(args, dest, server_class.DEFAULTS.get(dest, GLOBAL_DEFAULTS.get(dest)))
 
 
+def flag_name(dest: str) -> str:
+    """The flag a user typed for `dest`: its HtFLlib short form when it has one."""
+    return SHORT_FLAGS.get(dest, "--" + dest)
+
+
 def validate(args) -> None:
+    for dest, value in sorted(vars(args).items()):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"{flag_name(dest)} must be a finite number, got {value}")
     checks = [
         (args.global_rounds >= 1, "-gr must be at least 1"),
         (args.num_clients >= 1, "-nc must be at least 1"),
@@ -198,6 +213,15 @@ def validate(args) -> None:
         (args.gen_batch_size >= 0, "-gbs must be 0 (all classes per call) or more"),
         (args.sd_steps >= 1, "--sd_steps must be at least 1"),
         (args.eval_batch_size >= 1, "--eval_batch_size must be at least 1"),
+        (args.learning_rate_decay_gamma > 0, "-ldg must be positive"),
+        (args.top_cnt >= 0, "-tc must not be negative"),
+        (args.num_classes is None or args.num_classes >= 1, "-nb must be at least 1 (or left out)"),
+        (args.seed >= 0, "--seed must not be negative"),
+        (args.threads is None or args.threads >= 1, "--threads must be at least 1"),
+        (str(args.device_id).isdigit(), f"-did must be a CUDA device index such as 0, got {args.device_id!r}"),
+        (args.ckpt_every >= 0, "--ckpt_every must be 0 (no checkpoints) or more"),
+        (args.ckpt_keep >= 1, "--ckpt_keep must be at least 1"),
+        (args.save_generated_every >= 0, "--save_generated_every must be 0 (never) or more"),
     ]
     for ok, message in checks:
         if not ok:
