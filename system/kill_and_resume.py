@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     failures = 0
     for trial in range(args.trials):
         out = os.path.join(work, f"trial_{trial}")
-        kill_after = moments.uniform(0.05, 0.95) * whole_seconds
+        kill_after = moments.uniform(0.05, 0.85) * whole_seconds
         run_main(flags, out, kill_after=kill_after)
         _, output = run_main(flags, out, resume=True)
         found = re.search(r"resuming after round (\d+)", output)
