@@ -6,6 +6,7 @@ default to lambda 0.1 while any flag the user gives still wins.
 """
 import argparse
 import importlib
+import importlib.util
 import json
 import math
 import os
@@ -111,6 +112,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     g.add_argument("--config", default=None,
                    help="a saved *.config.json; its values become defaults, flags still override")
+    x = p.add_argument_group("execution")
+    x.add_argument("--executor", default="inprocess", choices=["inprocess", "ray"],
+                   help="where clients run: in this process one after another, or in Ray actors (default inprocess)")
+    x.add_argument("--ray_address", default=None,
+                   help="Ray cluster to join (e.g. ray://head:10001 or auto); default: start a local Ray")
+    x.add_argument("--ray_actors", type=int, default=0,
+                   help="Ray actors, each holding a fixed block of clients (default 0: one per --ray_cpus_per_actor "
+                        "CPUs of the cluster, at most one per client)")
+    x.add_argument("--ray_cpus_per_actor", type=float, default=1.0, help="CPUs each Ray actor reserves (default 1)")
+    x.add_argument("--ray_gpus_per_actor", type=float, default=None,
+                   help="GPUs (or a fraction of one) each Ray actor reserves (default: the cluster's GPUs shared "
+                        "equally with -dev cuda, 0 on CPUs)")
+    add_bool(x, "--offload", help="park idle clients' models and optimiser states in host memory, so only the "
+                                  "client being trained occupies the GPU")
     c = p.add_argument_group("checkpoints")
     add_bool(c, "--resume", help="continue the run found under --out from its newest checkpoint "
                                  "(the same flags otherwise); a finished run is left as it is")
@@ -222,6 +237,13 @@ def validate(args) -> None:
         (args.ckpt_every >= 0, "--ckpt_every must be 0 (no checkpoints) or more"),
         (args.ckpt_keep >= 1, "--ckpt_keep must be at least 1"),
         (args.save_generated_every >= 0, "--save_generated_every must be 0 (never) or more"),
+        (args.ray_actors >= 0, "--ray_actors must be 0 (one per CPU share) or more"),
+        (args.ray_cpus_per_actor > 0, "--ray_cpus_per_actor must be positive"),
+        (args.ray_gpus_per_actor is None or args.ray_gpus_per_actor >= 0, "--ray_gpus_per_actor must not be negative"),
+        (args.executor == "ray" or (args.ray_address is None and not args.ray_actors),
+         "--ray_address and --ray_actors need --executor ray"),
+        (args.executor != "ray" or importlib.util.find_spec("ray") is not None,
+         "--executor ray needs Ray: pip install 'ray>=2.40' (or drop --executor ray)"),
     ]
     for ok, message in checks:
         if not ok:

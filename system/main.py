@@ -58,7 +58,10 @@ def run(args) -> None:
         with open(os.path.join(args.out, name + ".config.json"), "w") as f:
             json.dump(vars(args), f, indent=2, sort_keys=True)
         server = server_class(args, index, data)
-        server.train()
+        try:
+            server.train()
+        finally:
+            server.close()
         print(f"repetition {index} took {time.time() - started:.1f} s")
     print(summarize_repetitions(args.out, args.dataset, args.algorithm, args.goal, args.times))
 

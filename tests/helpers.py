@@ -113,3 +113,23 @@ def build_server_from_flags(argv: list):
     data = load_federated_dataset(args.dataset, args.num_clients, None, args.data_root)
     args.num_classes = data.num_classes
     return server_class(args, 0, data)
+
+
+# Flags that make each algorithm quick on the "Tiny" dataset (plus -GPath for FedKTL).
+_DI_FLAGS = ["--teacher_epochs", "1", "--di_batches", "2", "--di_batch_size", "8", "--di_iterations", "3",
+             "--student_epochs", "1", "-sbs", "8", "--save_generated_every", "0"]
+ALGORITHM_FLAGS = {
+    "FedKTL": ["-se", "3", "--save_generated_every", "0"],
+    "Local": [],
+    "FedProto": ["-se", "2"],
+    "FD": [],
+    "LG-FedAvg": [],
+    "FML": [],
+    "FedKD": [],
+    "FedGen": ["-se", "3", "-nd", "8", "-hd", "16"],
+    "FedGH": ["-se", "2"],
+    "FedTGP": ["-se", "2"],
+    "FedLoGe": ["-m", "ResNet4", "--sse_c_steps", "5"],
+    "GPT-FL": ["-fd", "32", "-lbs", "16", "--synthetic_per_class", "4", "-se", "1"],
+    "DeepInversion": _DI_FLAGS,
+}

@@ -13,7 +13,7 @@ import torch.nn as nn
 
 import main
 from flcore.registry import get_server_class
-from tests.helpers import build_server_from_flags, make_tiny_generator
+from tests.helpers import ALGORITHM_FLAGS, build_server_from_flags, make_tiny_generator
 from utils.checkpoints import CheckpointStore
 from utils.result_utils import read_results
 from utils.state import capture_state, capture_value, restore_state, restore_value
@@ -167,23 +167,6 @@ def generator_path(tmp_path_factory):
     return make_tiny_generator(str(tmp_path_factory.mktemp("gen") / "tiny.pt"))
 
 
-DI_FLAGS = ["--teacher_epochs", "1", "--di_batches", "2", "--di_batch_size", "8", "--di_iterations", "3",
-            "--student_epochs", "1", "-sbs", "8", "--save_generated_every", "0"]
-ALGORITHM_FLAGS = {
-    "FedKTL": ["-se", "3", "--save_generated_every", "0"],
-    "Local": [],
-    "FedProto": ["-se", "2"],
-    "FD": [],
-    "LG-FedAvg": [],
-    "FML": [],
-    "FedKD": [],
-    "FedGen": ["-se", "3", "-nd", "8", "-hd", "16"],
-    "FedGH": ["-se", "2"],
-    "FedTGP": ["-se", "2"],
-    "FedLoGe": ["-m", "ResNet4", "--sse_c_steps", "5"],
-    "GPT-FL": ["-fd", "32", "-lbs", "16", "--synthetic_per_class", "4", "-se", "1"],
-    "DeepInversion": DI_FLAGS,
-}
 
 
 def flags_for(algorithm, data_root, out, generator_path, rounds=3):

@@ -79,6 +79,14 @@ def client_architecture(family: str, client_id: int) -> str:
     return models[client_id % len(models)]
 
 
+def build_client_model(family: str, client_id: int, num_classes: int, feature_dim: int, image_size: int,
+                       seed: int, in_channels: int = 3) -> BaseHeadSplit:
+    """Client `client_id`'s model: the family's architecture for it, initialised from
+    derive_seed(seed, "model", client_id), so it is the same wherever it is built."""
+    return build_model(client_architecture(family, client_id), num_classes=num_classes, feature_dim=feature_dim,
+                       image_size=image_size, in_channels=in_channels, seed=derive_seed(seed, "model", client_id))
+
+
 def build_client_models(
     family: str,
     num_clients: int,
@@ -89,17 +97,7 @@ def build_client_models(
     in_channels: int = 3,
 ) -> List[BaseHeadSplit]:
     """One model per client; client i's weights are initialised from derive_seed(seed, "model", i)."""
-    models = resolve_family(family)
     if not isinstance(num_clients, int) or num_clients < 1:
         raise UserError(f"the number of clients must be a positive integer, got {num_clients!r}; fix -nc")
-    return [
-        build_model(
-            models[client_id % len(models)],
-            num_classes=num_classes,
-            feature_dim=feature_dim,
-            image_size=image_size,
-            in_channels=in_channels,
-            seed=derive_seed(seed, "model", client_id),
-        )
-        for client_id in range(num_clients)
-    ]
+    return [build_client_model(family, client_id, num_classes, feature_dim, image_size, seed, in_channels)
+            for client_id in range(num_clients)]

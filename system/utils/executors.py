@@ -2,50 +2,74 @@
 
 The server never touches a client object. It asks the executor to call a named
 client method with a payload and gets plain replies back, in the order of the ids
-it asked for. The in-process executor below runs clients one after another; a
-distributed executor implements the same two calls.
+it asked for. Two executors implement the same calls:
+- `InProcessExecutor` (here): clients live in this process and run one after another;
+- `RayExecutor` (`utils/ray_executor.py`): clients live in Ray actors, each holding a
+  fixed set of them, and actors run in parallel.
 """
+import importlib
+
+from trainmodel.families import build_client_model
+from utils.memory import process_memory
 from utils.payload import Traffic
+from utils.state import park_state, unpark_state
+
+EXECUTORS = ("inprocess", "ray")
 
 
-class InProcessExecutor:
-    """Clients live in this process and run one after another."""
+def build_clients(args, client_class, data, client_ids, seed: int) -> list:
+    """The clients `client_ids`, each with its seeded model and its data (`data.clients[cid]`
+    or `data[cid]`): built the same wherever they are built."""
+    clients = []
+    for cid in client_ids:
+        client_data = data[cid] if isinstance(data, dict) else data.clients[cid]
+        image_shape = tuple(client_data.train_x.shape[1:])
+        model = build_client_model(args.model_family, cid, args.num_classes, args.feature_dim, image_shape[-1],
+                                   seed, in_channels=image_shape[0])
+        clients.append(client_class(args, cid, model, client_data, seed))
+    return clients
 
-    def __init__(self, clients: list):
-        self._clients = {client.id: client for client in clients}
+
+def make_executor(args, client_class, data, seed: int):
+    """The executor `--executor` names, holding every client of the run."""
+    if getattr(args, "executor", "inprocess") == "ray":
+        # Imported here: Ray is an optional dependency.
+        ray_executor = importlib.import_module("utils.ray_executor")
+        return ray_executor.RayExecutor(args, client_class, data, seed)
+    clients = build_clients(args, client_class, data, range(args.num_clients), seed)
+    return InProcessExecutor(clients, offload=getattr(args, "offload", False))
+
+
+class Executor:
+    """Counts traffic around the two calls; subclasses run them (`_broadcast`, `_scatter`)."""
+
+    def __init__(self):
         self.traffic = Traffic()
 
-    @property
-    def client_ids(self) -> list[int]:
-        return sorted(self._clients)
-
     def broadcast(self, client_ids, method: str, payload=None, count: bool = True, guarded: bool = False) -> list:
-        """Call `method(payload)` on each client with the same payload.
+        """Call `method(payload)` on each client with the same payload; replies in the order of `client_ids`.
 
         `count=False` is for bookkeeping calls (evaluation, checkpoints) that a real
         deployment would answer with a few numbers and that the papers do not count.
         `guarded=True` goes through the client's `guarded`, which undoes and reports a
         call whose losses or reply are not finite.
         """
-        client_ids = list(client_ids)
+        client_ids = [int(cid) for cid in client_ids]
         if count:
             self.traffic.add_down(payload, copies=len(client_ids))
-        if guarded:
-            replies = [self._clients[cid].guarded(method, payload) for cid in client_ids]
-        else:
-            replies = [getattr(self._clients[cid], method)(payload) for cid in client_ids]
+        replies = self._broadcast(client_ids, method, payload, guarded)
         if count:
             for reply in replies:
                 self.traffic.add_up(reply)
         return replies
 
     def scatter(self, method: str, payloads: dict, count: bool = True) -> list:
-        """Call `method(payloads[cid])` on each client in `payloads`, in id order."""
-        client_ids = sorted(payloads)
+        """Call `method(payloads[cid])` on each client in `payloads`; replies in id order."""
+        payloads = {int(cid): payload for cid, payload in sorted(payloads.items())}
         if count:
-            for cid in client_ids:
-                self.traffic.add_down(payloads[cid])
-        replies = [getattr(self._clients[cid], method)(payloads[cid]) for cid in client_ids]
+            for payload in payloads.values():
+                self.traffic.add_down(payload)
+        replies = self._scatter(method, payloads)
         if count:
             for reply in replies:
                 self.traffic.add_up(reply)
@@ -55,5 +79,64 @@ class InProcessExecutor:
         done, self.traffic = self.traffic, Traffic()
         return done
 
+    def _broadcast(self, client_ids: list, method: str, payload, guarded: bool) -> list:
+        raise NotImplementedError
+
+    def _scatter(self, method: str, payloads: dict) -> list:
+        raise NotImplementedError
+
+    def memory(self) -> dict:
+        """Peak host and GPU memory so far, in MiB, over every process holding clients."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the clients (and any worker processes)."""
+
+
+class InProcessExecutor(Executor):
+    """Clients live in this process and run one after another.
+
+    With `offload`, a client's models, optimiser states and tensors are moved to host
+    memory after each call and back to its accelerator before the next, so only the
+    client being called occupies the GPU (a no-op for clients on the CPU).
+    """
+
+    def __init__(self, clients: list, offload: bool = False):
+        super().__init__()
+        self._clients = {client.id: client for client in clients}
+        self.offload = offload
+        self._parked = {}
+        if offload:
+            for client in clients:
+                self._park(client)
+
+    @property
+    def client_ids(self) -> list[int]:
+        return sorted(self._clients)
+
+    def _park(self, client) -> None:
+        if client.device.type != "cpu":
+            self._parked[client.id] = park_state(client, client.device)
+
+    def _call(self, cid: int, method: str, payload, guarded: bool):
+        client = self._clients[cid]
+        if cid in self._parked:
+            unpark_state(client, self._parked.pop(cid), client.device)
+        try:
+            return client.guarded(method, payload) if guarded else getattr(client, method)(payload)
+        finally:
+            if self.offload:
+                self._park(client)
+
+    def _broadcast(self, client_ids, method, payload, guarded):
+        return [self._call(cid, method, payload, guarded) for cid in client_ids]
+
+    def _scatter(self, method, payloads):
+        return [self._call(cid, method, payload, False) for cid, payload in payloads.items()]
+
+    def memory(self) -> dict:
+        return process_memory()
+
     def close(self) -> None:
         self._clients.clear()
+        self._parked.clear()

@@ -112,3 +112,92 @@ def restore_state(obj, state: dict, device) -> None:
     owner = type(obj).__name__
     for name, saved in state.items():
         setattr(obj, name, restore_value(getattr(obj, name, None), saved, device, f"{owner}.{name}"))
+
+
+
+def same_device(a: torch.device, b: torch.device) -> bool:
+    """`cuda` and `cuda:0` are the same device here (clients run on one device each)."""
+    return a.type == b.type and (a.index or 0) == (b.index or 0)
+
+
+def _first_tensor_device(module: nn.Module):
+    for tensor in module.parameters():
+        return tensor.device
+    for tensor in module.buffers():
+        return tensor.device
+    return None
+
+
+def _on(value, device) -> bool:
+    """Whether `value` holds anything on `device`."""
+    if isinstance(value, nn.Module):
+        found = _first_tensor_device(value)
+        return found is not None and same_device(found, device)
+    if isinstance(value, torch.optim.Optimizer):
+        return any(isinstance(item, torch.Tensor) and same_device(item.device, device)
+                   for state in value.state.values() for item in state.values())
+    if isinstance(value, torch.Tensor):
+        return same_device(value.device, device)
+    if isinstance(value, dict):
+        return any(_on(item, device) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_on(item, device) for item in value)
+    return False
+
+
+
+def _move_optimizer_state(optimizer: torch.optim.Optimizer, device) -> None:
+    for state in optimizer.state.values():
+        for key, item in state.items():
+            # Scalar step counters stay where the optimiser keeps them (on the CPU).
+            if isinstance(item, torch.Tensor) and item.dim() > 0:
+                state[key] = item.to(device)
+
+
+def _relocate(value, device, flags: list, replay: bool):
+    """Move the leaves (modules, optimisers, tensors) of `value`: when parking
+    (`replay=False`) those on the accelerator `device` go to the CPU and `flags` records, in
+    traversal order, which ones did; when unparking (`replay=True`) `flags` says which go
+    back to `device`."""
+    if isinstance(value, (nn.Module, torch.optim.Optimizer, torch.Tensor)):
+        if replay:
+            move = flags.pop(0)
+        else:
+            move = _on(value, device)
+            flags.append(move)
+        if move:
+            target = device if replay else torch.device("cpu")
+            if isinstance(value, torch.optim.Optimizer):
+                _move_optimizer_state(value, target)
+            else:
+                value = value.to(target)
+        return value
+    if isinstance(value, dict):
+        for key in list(value):
+            value[key] = _relocate(value[key], device, flags, replay)
+        return value
+    if isinstance(value, (list, tuple)):
+        items = [_relocate(item, device, flags, replay) for item in value]
+        if isinstance(value, list):
+            value[:] = items
+            return value
+        return tuple(items)
+    return value
+
+
+def park_state(obj, device) -> dict:
+    """Move every module, optimiser state and tensor that `obj` holds on the accelerator
+    `device` to host memory, freeing the accelerator between calls. Returns what
+    `unpark_state` needs to put exactly those back."""
+    parked = {}
+    for name, value in vars(obj).items():
+        if _on(value, device):
+            flags = []
+            setattr(obj, name, _relocate(value, device, flags, replay=False))
+            parked[name] = flags
+    return parked
+
+
+def unpark_state(obj, parked: dict, device) -> None:
+    for name, flags in parked.items():
+        setattr(obj, name, _relocate(getattr(obj, name), device, list(flags), replay=True))

@@ -71,6 +71,7 @@ class clientKTL(Client):
         protos, labels = self.collect_prototypes()
         reply["timings"]["prototype_collection"] = time.perf_counter() - start
         reply["protos"], reply["proto_labels"] = protos, labels
+        self.generated = self._generated_batches = None  # nothing on the device between rounds
         return reply
 
     def cycle_generated(self):

@@ -16,10 +16,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from trainmodel.families import build_client_models
 from utils.checkpoints import CheckpointStore
 from utils.errors import UserError
-from utils.executors import InProcessExecutor
+from utils.executors import make_executor
 from utils.metrics import aggregate_evaluations
 from utils.result_utils import result_name, write_results
 from utils.sampling import draw_client_schedule
@@ -30,7 +29,7 @@ from utils.timing import PhaseTimer
 #: flags that may differ between a run and its resumption (where and how it runs, not what)
 RESUMABLE_WITH_OTHER = frozenset({
     "resume", "ckpt_every", "ckpt_keep", "threads", "device", "device_id", "config", "out", "data_root",
-    "times", "prev", "executor", "ray_address", "ray_gpus_per_actor", "ray_actors", "offload"})
+    "times", "prev", "executor", "ray_address", "ray_actors", "ray_cpus_per_actor", "ray_gpus_per_actor", "offload"})
 
 
 class NoClientUpdates(Exception):
@@ -81,11 +80,11 @@ class Server:
 
     # ---- construction ---------------------------------------------------------------
     def make_executor(self):
-        models = build_client_models(self.args.model_family, self.num_clients, self.num_classes,
-                                     self.args.feature_dim, self.data.image_shape[-1], self.seed)
-        clients = [self.client_class(self.args, cid, models[cid], self.data.clients[cid], self.seed)
-                   for cid in range(self.num_clients)]
-        return InProcessExecutor(clients)
+        return make_executor(self.args, self.client_class, self.data, self.seed)
+
+    def close(self) -> None:
+        """Release the clients (and the executor's worker processes, if any)."""
+        self.executor.close()
 
     @property
     def all_client_ids(self) -> list[int]:
@@ -184,6 +183,9 @@ class Server:
         self.series["floats_up"].append(traffic.floats_up)
         self.series["floats_down"].append(traffic.floats_down)
         self.series["skipped_clients"].append(self.skipped_in_round)
+        memory = self.executor.memory()
+        self.series["peak_host_mib"].append(memory["host_mib"])
+        self.series["peak_gpu_mib"].append(memory["gpu_mib"])
         self.skipped_in_round = 0
         phases = self.timer.reset()
         rounds_so_far = len(self.series["round_seconds"])
