@@ -19,8 +19,9 @@ from utils.result_utils import read_results
 from utils.state import capture_state, capture_value, restore_state, restore_value
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TIMING_SERIES = {"round_seconds", "phase_seconds", "checkpoint_seconds", "setup_generation_seconds",
-                 "setup_pretraining_seconds"}
+# Measurements of the processes that ran (time, memory), not results of the computation.
+MEASURED_SERIES = {"round_seconds", "phase_seconds", "checkpoint_seconds", "setup_generation_seconds",
+                   "setup_pretraining_seconds", "peak_host_mib", "peak_gpu_mib"}
 
 
 # ---- snapshots of state -------------------------------------------------------------------
@@ -178,7 +179,7 @@ def flags_for(algorithm, data_root, out, generator_path, rounds=3):
 
 
 def comparable_series(series) -> dict:
-    return {name: values for name, values in series.items() if name not in TIMING_SERIES}
+    return {name: values for name, values in series.items() if name not in MEASURED_SERIES}
 
 
 def assert_same_series(resumed, uninterrupted):
