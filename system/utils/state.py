@@ -67,10 +67,7 @@ def restore_value(live, saved, device, where: str = "value"):
     """The value to hold after restoring `saved` over `live`: `live` itself, loaded in
     place, when it is (or holds) a module, optimiser or generator; otherwise `saved`,
     with tensors marked as on-device moved to `device`."""
-    if isinstance(live, nn.Module):
-        live.load_state_dict(restore_value(None, saved, device, where))
-        return live
-    if isinstance(live, (torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler)):
+    if isinstance(live, (nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler)):
         live.load_state_dict(restore_value(None, saved, device, where))
         return live
     if isinstance(live, torch.Generator):
