@@ -45,6 +45,15 @@ SHORT_FLAGS = {"local_learning_rate": "-lr", "join_ratio": "-jr", "server_learni
                "alpha": "-al", "beta": "-bt", "mentee_learning_rate": "-mlr", "T_start": "-Ts", "T_end": "-Te",
                "margin_threthold": "-mart"}
 
+#: flag profiles chosen by --recipe: defaults that flags given on the command line still override
+RECIPES = {
+    "library": {},
+    # What the original FedKTL/HtFLlib code computes where the paper's numbers depend on it.
+    "paper": {"ktl_separate_forward": True, "ktl_fixed_proj": True, "stored_order": True,
+              "original_auto_break": True, "vit_mlp_head": True, "resize_antialias": False,
+              "fedgen_htfllib": True},
+}
+
 DEFAULT_ROUNDS = 50
 #: HtFLlib's default: runs with -ab and no -gr end by auto-break, not by the round count
 DEFAULT_ROUNDS_AUTO_BREAK = 2000
@@ -129,9 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
     c = p.add_argument_group("checkpoints")
     add_bool(c, "--resume", help="continue the run found under --out from its newest checkpoint "
                                  "(the same flags otherwise); a finished run is left as it is")
-    c.add_argument("--ckpt_every", type=int, default=1,
-                   help="write a checkpoint every this many rounds (default 1; 0: never)")
-    c.add_argument("--ckpt_keep", type=int, default=3, help="checkpoints kept per run, newest first (default 3)")
+    c.add_argument("--ckpt_every", type=int, default=None,
+                   help="write a checkpoint every this many rounds (0: never); default: by time, see --ckpt_minutes")
+    c.add_argument("--ckpt_minutes", type=float, default=5.0,
+                   help="without --ckpt_every: a checkpoint once this many minutes have passed since the last "
+                        "(and never more than 5%% of the run's time spent writing them; default 5)")
+    c.add_argument("--ckpt_keep", type=int, default=1,
+                   help="checkpoints kept while the run goes on, newest first (default 1)")
+    add_bool(c, "--ckpt_keep_final", help="keep the newest --ckpt_keep checkpoints after the run finishes, writing "
+                                          "one after the last round (default: a finished run removes them)")
 
     k = p.add_argument_group("FedKTL")
     k.add_argument("-slr", "--server_learning_rate", type=float, default=None,
@@ -160,13 +175,31 @@ def build_parser() -> argparse.ArgumentParser:
     add_bool(k, "--ktl_separate_forward",
              help="separate backbone passes for real and generated images (original code) "
                   "instead of one fused pass")
-    k.add_argument("--save_generated_every", type=int, default=1,
-                   help="save the generated images as PNG every this many rounds (0: never)")
+    k.add_argument("--save_generated_every", type=int, default=None,
+                   help="save the images clients receive as a PNG grid every this many rounds (0: never); default: "
+                        "rounds 0, 1, 2, 5, 10, 20, 50, ... and the last")
+    o = p.add_argument_group("the original code's computation (see README, Fidelity; --recipe paper sets them all)")
+    o.add_argument("--recipe", default="library", choices=sorted(RECIPES),
+                   help="library: this library's defaults; paper: compute as the original FedKTL/HtFLlib code "
+                        "did, so `run_me.sh paper` reproduces the paper's setting (flags you give still win)")
+    add_bool(o, "--stored_order", help="every epoch visits a client's training set in its stored order, dropping "
+                                       "the same last partial batch (the original's loader) instead of reshuffling")
+    add_bool(o, "--original_auto_break",
+             help="auto-break as the original: after a round's training, stop when the best of the evaluations "
+                  "so far is -tc evaluations old, with no evaluation after that round")
+    add_bool(o, "--vit_mlp_head", help="ViT clients get the original code's head Linear(fd, 768)-Tanh-Linear(768, C) "
+                                       "instead of one Linear")
+    add_bool(o, "--resize_antialias", default=True,
+             help="antialias when resizing generated images to the clients' size (default true; the original "
+                  "code's torchvision did not)")
     b = p.add_argument_group("baselines (HtFLlib's flags; defaults per algorithm, see README)")
     b.add_argument("-nd", "--noise_dim", type=int, default=None, help="FedGen: noise width (32)")
     b.add_argument("-glr", "--generator_learning_rate", type=float, default=None,
                    help="FedGen: server generator learning rate (3e-4)")
     b.add_argument("-hd", "--hidden_dim", type=int, default=None, help="FedGen: generator hidden width (512)")
+    add_bool(b, "--fedgen_htfllib",
+             help="FedGen as HtFLlib's code computes it: clients regularise from round 0 on with the server's "
+                  "initial, untrained generator (HtFLlib never saves the trained one), noise uniform in [0, 1)")
     b.add_argument("-al", "--alpha", type=float, default=None, help="FML: weight of the private model's cross-entropy; its KL term gets 1 - alpha (0.5)")
     b.add_argument("-bt", "--beta", type=float, default=None, help="FML: weight of the shared model's cross-entropy; its KL term gets 1 - beta (0.5)")
     b.add_argument("-mlr", "--mentee_learning_rate", type=float, default=None,
@@ -191,6 +224,9 @@ def parse_args(argv=None) -> argparse.Namespace:
             parser.error(f"cannot read --config {args.config}: {exc}")
         known = {action.dest for action in parser._actions}
         parser.set_defaults(**{k: v for k, v in saved.items() if k in known and k != "config"})
+        args = parser.parse_args(argv)
+    if RECIPES[args.recipe]:
+        parser.set_defaults(**RECIPES[args.recipe])
         args = parser.parse_args(argv)
     return args
 
@@ -234,9 +270,11 @@ def validate(args) -> None:
         (args.seed >= 0, "--seed must not be negative"),
         (args.threads is None or args.threads >= 1, "--threads must be at least 1"),
         (str(args.device_id).isdigit(), f"-did must be a CUDA device index such as 0, got {args.device_id!r}"),
-        (args.ckpt_every >= 0, "--ckpt_every must be 0 (no checkpoints) or more"),
+        (args.ckpt_every is None or args.ckpt_every >= 0, "--ckpt_every must be 0 (no checkpoints) or more"),
+        (args.ckpt_minutes > 0, "--ckpt_minutes must be positive"),
         (args.ckpt_keep >= 1, "--ckpt_keep must be at least 1"),
-        (args.save_generated_every >= 0, "--save_generated_every must be 0 (never) or more"),
+        (args.save_generated_every is None or args.save_generated_every >= 0,
+         "--save_generated_every must be 0 (never) or more"),
         (args.ray_actors >= 0, "--ray_actors must be 0 (one per CPU share) or more"),
         (args.ray_cpus_per_actor > 0, "--ray_cpus_per_actor must be positive"),
         (args.ray_gpus_per_actor is None or args.ray_gpus_per_actor >= 0, "--ray_gpus_per_actor must not be negative"),

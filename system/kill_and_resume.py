@@ -3,7 +3,8 @@
 
     python system/kill_and_resume.py --trials 3 -- -gr 6 --seed 3
 
-runs `python system/main.py <flags> --out WORK/whole` once, then for each trial the same
+runs `python system/main.py <flags> --out WORK/whole` once (with `--ckpt_every 1` unless the
+flags set a checkpoint schedule), then for each trial the same
 command into WORK/trial_<i>, killed after a random fraction of the uninterrupted run's
 wall time, followed by the command plus `--resume`. It prints, per trial, when it was
 killed, the round it resumed after, and whether `rs_test_acc` equals the uninterrupted
@@ -65,6 +66,10 @@ def main(argv=None) -> int:
     flags = args.flags[1:] if args.flags[:1] == ["--"] else args.flags
     if "--out" in flags or "--resume" in flags:
         parser.error("leave out --out and --resume: this script sets them")
+    if not any(flag in flags for flag in ("--ckpt_every", "--ckpt_minutes")):
+        # The default schedule writes by the clock (every 5 minutes): a short run would
+        # have nothing to resume from, so this experiment checkpoints every round.
+        flags = [*flags, "--ckpt_every", "1"]
     work = args.work or tempfile.mkdtemp(prefix="kill_and_resume_")
     moments = random.Random(args.seed)
 

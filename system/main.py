@@ -50,8 +50,11 @@ def run(args) -> None:
     for index in range(args.prev, args.times):
         started = time.time()
         name = result_name(args.dataset, args.algorithm, args.goal, index)
-        finished = CheckpointStore(os.path.join(args.out, name)).finished() if args.resume else None
+        store = CheckpointStore(os.path.join(args.out, name))
+        finished = store.finished() if args.resume else None
         if finished:
+            if not args.ckpt_keep_final:
+                store.remove_rounds()  # left behind by a kill between the finished mark and their removal
             print(f"{name} already finished after {finished['rounds_done']} round(s): results in "
                   f"{finished['results']}")
             continue

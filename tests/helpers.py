@@ -32,14 +32,72 @@ def make_tiny_generator(path: str, seed: int = 0) -> str:
     return path
 
 
+# A stand-in for NVlabs' torch_utils.persistence writing the same pickle format: an object
+# of a persistent class pickles as `_reconstruct_persistent_obj(meta)`, `meta` holding its
+# module's source, which is executed again (in a fresh module, cached by source, registered
+# before it runs) when the pickle is loaded.
+STAND_IN_PERSISTENCE_SOURCE = """
+import inspect
+import sys
+import types
+import uuid
+
+_version = 6
+_module_to_src_dict = {}
+_src_to_module_dict = {}
+_decorated = {}
+
+
+def _source_of(module):
+    if module not in _module_to_src_dict:
+        _module_to_src_dict[module] = inspect.getsource(module)
+    return _module_to_src_dict[module]
+
+
+def persistent_class(cls):
+    if cls in _decorated.values():
+        return cls
+    if cls not in _decorated:
+        source = _source_of(sys.modules[cls.__module__])
+
+        def __reduce__(self):
+            meta = dict(type="class", version=_version, module_src=source, class_name=cls.__name__,
+                        state=dict(self.__dict__))
+            return _reconstruct_persistent_obj, (meta,)
+
+        _decorated[cls] = type(cls.__name__, (cls,), {"__reduce__": __reduce__, "__module__": cls.__module__})
+    return _decorated[cls]
+
+
+def _src_to_module(source):
+    if source not in _src_to_module_dict:
+        module = types.ModuleType("_imported_module_" + uuid.uuid4().hex)
+        sys.modules[module.__name__] = module
+        _module_to_src_dict[module] = source
+        _src_to_module_dict[source] = module
+        exec(source, module.__dict__)
+    return _src_to_module_dict[source]
+
+
+def _reconstruct_persistent_obj(meta):
+    assert meta["version"] == _version and meta["type"] == "class"
+    cls = persistent_class(_src_to_module(meta["module_src"]).__dict__[meta["class_name"]])
+    obj = cls.__new__(cls)
+    obj.__setstate__(meta["state"])
+    return obj
+"""
+
 # A generator with NVlabs StyleGAN's interface, as the source of a module inside a
 # stand-in `torch_utils` package: pickles of it, like NVlabs pickles, can only be
 # loaded when that package is importable.
-TINY_STYLEGAN_SOURCE = '''
+TINY_STYLEGAN_SOURCE = """
 import torch
 from torch import nn
 
+from torch_utils import persistence
 
+
+@persistence.persistent_class
 class TinyStyleGAN(nn.Module):
     def __init__(self, z_dim=16, w_dim=24, c_dim=0, num_ws=5, img_resolution=8, read_on_load=None):
         super().__init__()
@@ -67,35 +125,47 @@ class TinyStyleGAN(nn.Module):
         if self.read_on_load:  # like StyleGAN-XL, which opens in_embeddings/... from the cwd
             with open(self.read_on_load) as f:
                 f.read()
-'''
+"""
 
 
-def make_stylegan_utils(folder: str, in_embeddings: bool = False) -> str:
-    """A folder standing in for an NVlabs clone: torch_utils/ (with the tiny network) and dnnlib/."""
-    os.makedirs(os.path.join(folder, "torch_utils"), exist_ok=True)
-    os.makedirs(os.path.join(folder, "dnnlib"), exist_ok=True)
-    for package in ("torch_utils", "dnnlib"):
-        open(os.path.join(folder, package, "__init__.py"), "w").close()
-    with open(os.path.join(folder, "torch_utils", "tiny_stylegan.py"), "w") as f:
-        f.write(TINY_STYLEGAN_SOURCE)
-    if in_embeddings:
-        os.makedirs(os.path.join(folder, "in_embeddings"), exist_ok=True)
-        with open(os.path.join(folder, "in_embeddings", "embedding.txt"), "w") as f:
-            f.write("0.0\n")
+def write_files(folder: str, files: dict) -> str:
+    """Write {relative path: text} under `folder`, creating folders; returns `folder`."""
+    for name, text in files.items():
+        target = os.path.join(folder, name)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "w") as f:
+            f.write(text)
     return folder
 
 
-def make_stylegan_pickle(utils_dir: str, path: str, content: str = "{'G_ema': G, 'D': None}", **kwargs) -> str:
+def make_stylegan_utils(folder: str, in_embeddings: bool = False, modules: dict = None) -> str:
+    """A folder standing in for an NVlabs clone: torch_utils/ (persistence and the tiny
+    network) and dnnlib/, plus `modules` ({relative path: source}, e.g. a discriminator)."""
+    files = {"torch_utils/__init__.py": "", "dnnlib/__init__.py": "",
+             "torch_utils/persistence.py": STAND_IN_PERSISTENCE_SOURCE,
+             "torch_utils/tiny_stylegan.py": TINY_STYLEGAN_SOURCE}
+    if in_embeddings:
+        files["in_embeddings/embedding.txt"] = "0.0\n"
+    files.update(modules or {})
+    return write_files(folder, files)
+
+
+def make_stylegan_pickle(utils_dir: str, path: str, content: str = "{'G_ema': G, 'D': None}", *, setup: str = "",
+                         extra_path: str = None, **kwargs) -> str:
     """Pickle a TinyStyleGAN in a separate process (so this one never imports the stand-in
-    torch_utils); `content` is the pickled object's expression in terms of G."""
+    torch_utils); `content` is the pickled object's expression in terms of G and of what
+    the `setup` lines define; `extra_path` is put on that process's path only (packages the
+    pickling needs and the loading may lack)."""
     import subprocess
     import sys
 
-    script = (f"import sys, pickle, torch; sys.path.insert(0, {utils_dir!r}); torch.manual_seed(0)\n"
+    paths = [utils_dir] + ([extra_path] if extra_path else [])
+    script = (f"import sys, pickle, torch\nsys.path[:0] = {paths!r}\ntorch.manual_seed(0)\n"
               f"from torch_utils.tiny_stylegan import TinyStyleGAN\n"
-              f"G = TinyStyleGAN(**{kwargs!r}).eval()\n"
+              f"G = TinyStyleGAN(**{kwargs!r}).eval()\n{setup}\n"
               f"with open({path!r}, 'wb') as f: pickle.dump({content}, f)\n")
-    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
     return path
 
 

@@ -14,7 +14,7 @@ import torch.nn as nn
 import main
 from flcore.registry import get_server_class
 from tests.helpers import ALGORITHM_FLAGS, build_server_from_flags, make_tiny_generator
-from utils.checkpoints import CheckpointStore
+from utils.checkpoints import CheckpointSchedule, CheckpointStore
 from utils.result_utils import read_results
 from utils.state import capture_state, capture_value, restore_state, restore_value
 
@@ -172,7 +172,8 @@ def generator_path(tmp_path_factory):
 
 def flags_for(algorithm, data_root, out, generator_path, rounds=3):
     argv = ["-algo", algorithm, "-data", "Tiny", "--data_root", data_root, "-nc", "4", "-gr", str(rounds),
-            "-dev", "cpu", "--out", str(out), "-jr", "0.75", "--seed", "3", *ALGORITHM_FLAGS[algorithm]]
+            "-dev", "cpu", "--out", str(out), "-jr", "0.75", "--seed", "3", "--ckpt_every", "1", "--ckpt_keep", "3",
+            *ALGORITHM_FLAGS[algorithm]]
     if algorithm == "FedKTL":
         argv += ["-GPath", generator_path]
     return argv
@@ -224,7 +225,7 @@ def test_a_resumed_run_equals_an_uninterrupted_one(algorithm, data_root, generat
 def tiny_command(data_root, out, *extra):
     return [sys.executable, os.path.join(ROOT, "system", "main.py"), "-data", "Tiny", "--data_root", data_root,
             "-nc", "4", "-dev", "cpu", "--out", str(out), "-algo", "FedProto", "-se", "2", "--seed", "3",
-            "--threads", "1", *extra]
+            "--threads", "1", "--ckpt_every", "1", "--ckpt_keep", "3", *extra]
 
 
 def accuracies(out):
@@ -261,13 +262,14 @@ def test_resuming_a_finished_run_says_so_and_exits_0(data_root, tmp_path, capsys
     assert main.main(argv) == 0
     before = accuracies(tmp_path)
     capsys.readouterr()
+    assert CheckpointStore(str(tmp_path / "Tiny_FedProto_test_0")).rounds() == []  # none left behind
     assert main.main(argv + ["--resume"]) == 0
     assert "already finished after 2 round(s)" in capsys.readouterr().out
     np.testing.assert_array_equal(accuracies(tmp_path), before)
 
 
 def test_a_damaged_newest_checkpoint_resumes_from_the_previous_one(data_root, tmp_path, capsys):
-    argv = tiny_command(data_root, tmp_path, "-gr", "3")[2:]
+    argv = tiny_command(data_root, tmp_path, "-gr", "3", "--ckpt_keep_final")[2:]
     assert main.main(argv) == 0
     expected = accuracies(tmp_path)
     store = CheckpointStore(str(tmp_path / "Tiny_FedProto_test_0"))
@@ -289,7 +291,7 @@ def test_resume_without_checkpoints_starts_from_round_0(data_root, tmp_path, cap
 
 
 def test_resume_with_other_flags_is_refused_in_one_line(data_root, tmp_path, capsys):
-    argv = tiny_command(data_root, tmp_path, "-gr", "2")[2:]
+    argv = tiny_command(data_root, tmp_path, "-gr", "2", "--ckpt_keep_final")[2:]
     assert main.main(argv) == 0
     os.remove(tmp_path / "Tiny_FedProto_test_0" / "checkpoints" / "finished.json")
     capsys.readouterr()
@@ -305,11 +307,66 @@ def test_a_fresh_run_replaces_old_checkpoints(data_root, tmp_path, capsys):
     assert main.main(argv[:argv.index("-gr")] + ["-gr", "1"] + argv[argv.index("-gr") + 2:]) == 0
     assert "replacing the checkpoints of an earlier run" in capsys.readouterr().out
     store = CheckpointStore(str(tmp_path / "Tiny_FedProto_test_0"))
-    assert store.rounds() == [1] and store.finished()["rounds_done"] == 1
+    assert store.rounds() == [] and store.finished()["rounds_done"] == 1
 
 
 def test_ckpt_every_thins_the_checkpoints(data_root, tmp_path):
-    assert main.main(tiny_command(data_root, tmp_path, "-gr", "5", "--ckpt_every", "2", "--ckpt_keep", "5")[2:]) == 0
-    assert CheckpointStore(str(tmp_path / "Tiny_FedProto_test_0")).rounds() == [2, 4]
+    assert main.main(tiny_command(data_root, tmp_path, "-gr", "5", "--ckpt_every", "2", "--ckpt_keep", "5",
+                                  "--ckpt_keep_final")[2:]) == 0
+    # Rounds 2 and 4, and the final one that --ckpt_keep_final adds after round 5.
+    assert CheckpointStore(str(tmp_path / "Tiny_FedProto_test_0")).rounds() == [2, 4, 5]
     series, _ = read_results(os.path.join(tmp_path, "Tiny_FedProto_test_0.h5"))
-    assert len(series["checkpoint_seconds"]) == 2
+    assert len(series["checkpoint_seconds"]) == 3
+
+
+def test_keep_final_writes_a_checkpoint_after_the_last_round(data_root, tmp_path):
+    # Round 3 is not a multiple of 2: the final one is written anyway, and the newest 2 stay.
+    assert main.main(tiny_command(data_root, tmp_path, "-gr", "3", "--ckpt_every", "2", "--ckpt_keep", "2",
+                                  "--ckpt_keep_final")[2:]) == 0
+    assert CheckpointStore(str(tmp_path / "Tiny_FedProto_test_0")).rounds() == [2, 3]
+
+
+def test_default_schedule_writes_by_the_clock_and_a_finished_run_leaves_none(data_root, tmp_path):
+    argv = tiny_command(data_root, tmp_path, "-gr", "2")[2:]
+    argv = argv[:argv.index("--ckpt_every")] + argv[argv.index("--ckpt_every") + 4:]  # the defaults
+    assert main.main(argv) == 0
+    store = CheckpointStore(str(tmp_path / "Tiny_FedProto_test_0"))
+    assert store.rounds() == [] and store.finished()["rounds_done"] == 2
+    series, _ = read_results(os.path.join(tmp_path, "Tiny_FedProto_test_0.h5"))
+    assert "checkpoint_seconds" not in series  # two quick rounds: under 5 minutes, none was due
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_schedule_by_rounds_and_never():
+    every_2 = CheckpointSchedule(2, minutes=5)
+    assert [every_2.due(r) for r in range(1, 6)] == [False, True, False, True, False]
+    assert not any(CheckpointSchedule(0, minutes=5).due(r) for r in range(1, 6))
+
+
+def test_schedule_by_time_waits_the_interval_and_bounds_the_overhead():
+    clock = FakeClock()
+    schedule = CheckpointSchedule(None, minutes=2, max_overhead=0.05, clock=clock)
+    clock.now = 119.0
+    assert not schedule.due(1)
+    clock.now = 120.0
+    assert schedule.due(2)
+    # A write of 10 s: the next one waits 200 s (10 / 0.05), longer than the 120 s interval.
+    clock.now = 130.0
+    schedule.written(10.0)
+    clock.now = 130.0 + 199.0
+    assert not schedule.due(3)
+    clock.now = 130.0 + 200.0
+    assert schedule.due(4)
+    # A quick write: the interval rules again.
+    schedule.written(0.1)
+    clock.now += 119.0
+    assert not schedule.due(5)
+    clock.now += 1.0
+    assert schedule.due(6)

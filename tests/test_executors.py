@@ -176,7 +176,7 @@ def test_a_run_checkpointed_in_process_resumes_on_ray(local_ray, five_clients, t
     assert main.main(argv) == 0
     expected = series_of(tmp_path / "whole")
 
-    broken = run_flags("LG-FedAvg", five_clients, tmp_path / "broken", None, "-gr", "3")
+    broken = run_flags("LG-FedAvg", five_clients, tmp_path / "broken", None, "-gr", "3", "--ckpt_every", "1")
     original = LGFedAvg.train_round
 
     def crash_in_round_2(self, round_idx, client_ids):

@@ -177,3 +177,59 @@ def test_batch_size_one_is_refused(data_root, tmp_path, capsys):
             "-dev", "cpu", "--out", str(tmp_path), "-algo", "FedGen", "-lbs", "1"]
     assert main.main(argv) == 2
     assert "-lbs must be at least 2" in capsys.readouterr().err
+
+
+# ---- HtFLlib's -glr 0.1 and HtFLlib's computation -------------------------------------------
+
+def fedgen_server(data_root, tmp_path, *extra):
+    from tests.helpers import build_server_from_flags
+
+    return build_server_from_flags(["-data", "Tiny", "--data_root", data_root, "-nc", str(NUM_CLIENTS), "-dev",
+                                    "cpu", "--out", str(tmp_path), "-algo", "FedGen", *extra])
+
+
+@pytest.mark.parametrize("glr,warned", [("1", True), ("3e-4", False)])
+def test_a_generator_learning_rate_that_blows_the_features_up_is_reported_once(data_root, tmp_path, capsys, glr,
+                                                                                warned):
+    server = fedgen_server(data_root, tmp_path, "-glr", glr)
+    try:
+        server.train_round(0, [0, 1, 2, 3])
+        server.train_round(1, [0, 1, 2, 3])
+    finally:
+        server.close()
+    out = capsys.readouterr().out
+    assert out.count("FedGen's generated features grew") == (1 if warned else 0)
+    if warned:
+        line = next(line for line in out.splitlines() if "features grew" in line)
+        assert "round 0" in line and "use the default -glr 3e-4, or --fedgen_htfllib" in line
+    growth = server.series["generator_feature_growth"]
+    assert len(growth) == 2
+    assert (max(growth) > FedGen.DIVERGED_GROWTH) == warned
+    assert growth[0] * growth[1] == pytest.approx(server.feature_scale() / server.initial_scale, rel=1e-5)
+
+
+def test_htfllib_form_regularises_from_round_0_with_the_untrained_generator(data_root, tmp_path):
+    server = fedgen_server(data_root, tmp_path, "--fedgen_htfllib", "-glr", "0.1")
+    try:
+        initial = {k: v.clone() for k, v in server.generator.state_dict().items()}
+        clients = server.executor._clients
+        for client in clients.values():  # the initial generator arrives with the setup
+            assert client.uniform_noise and client.generator is not None
+            assert all(torch.equal(v, initial[k]) for k, v in client.generator.state_dict().items())
+        server.train_round(0, [0, 1, 2, 3])
+        assert all(torch.equal(v, initial[k]) for k, v in server.generator.state_dict().items())
+        for client in clients.values():
+            assert all(torch.equal(v, initial[k]) for k, v in client.generator.state_dict().items())
+        # The regulariser's noise is uniform in [0, 1): recompute it from the same stream.
+        client = clients[0]
+        state = client.generated_rng.get_state()
+        loss = client.generated_feature_loss(5)
+        client.generated_rng.set_state(state)
+        labels = torch.multinomial(client.global_label_counts.double(), 5, replacement=True,
+                                   generator=client.generated_rng)
+        noise = torch.rand(5, client.noise_dim, generator=client.generated_rng)
+        with torch.no_grad():
+            expected = client.ce_loss(client.model.head(client.generator(noise, labels)), labels)
+        assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    finally:
+        server.close()

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from flcore.etf import simplex_etf
 from flcore.losses import arcface_logits, mmd_rbf
 from flcore.servers.serverktl import class_means
+from flcore.generators.base import GeneratorAdapter
 
 
 @pytest.mark.parametrize("classes,dim", [(2, 2), (10, 10), (10, 16), (100, 100)])
@@ -80,35 +81,39 @@ def test_class_means_and_presence():
     assert present.tolist() == [True, False, True]
 
 
-class CountingGenerator:
-    """Records the batch sizes it is asked for; fails above `fits` like a full GPU."""
+class CountingGenerator(GeneratorAdapter):
+    """64x64 images whose first pixel is the latent's first entry; records the batch sizes asked for."""
+    latent_dim = 4
 
-    def __init__(self, fits):
-        self.fits, self.calls = fits, []
+    def __init__(self):
+        self.calls = []
+
+    @property
+    def device(self):
+        return torch.device("cpu")
+
+    def to(self, device):
+        return self
+
+    def sample_latents(self, n, generator):
+        return torch.randn(n, self.latent_dim, generator=generator)
 
     def synthesize(self, latents):
         self.calls.append(len(latents))
-        if len(latents) > self.fits:
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
-        return latents[:, :1, None, None].repeat(1, 3, 2, 2)
+        return latents[:, :1, None, None].repeat(1, 3, 64, 64) / 10
 
 
-def test_generation_batches_by_gbs_and_auto_halves_on_out_of_memory(capsys):
+def test_generation_hands_clients_their_image_size_in_batches_of_gbs():
     from types import SimpleNamespace
 
     from flcore.servers.serverktl import FedKTL
 
     latents = torch.arange(10.0).unsqueeze(1).repeat(1, 4)
-    fixed = SimpleNamespace(args=SimpleNamespace(gen_batch_size=4), generator=CountingGenerator(fits=10))
-    images = FedKTL.generate(fixed, latents)
-    assert fixed.generator.calls == [4, 4, 2]
-    assert torch.equal(images[:, 0, 0, 0], torch.arange(10.0))
-    auto = SimpleNamespace(args=SimpleNamespace(gen_batch_size=0), generator=CountingGenerator(fits=3))
-    images = FedKTL.generate(auto, latents)
-    assert auto.generator.calls[:2] == [10, 5] and auto.generator.calls[-4:] == [3, 3, 3, 1]
-    assert torch.equal(images[:, 0, 0, 0], torch.arange(10.0))
-    assert auto.auto_gen_batch == 3  # later rounds start from the size that fitted
-    assert "retrying with 3 images per call" in capsys.readouterr().out
-    auto.generator.calls.clear()
-    FedKTL.generate(auto, latents)
-    assert auto.generator.calls == [3, 3, 3, 1]
+    server = SimpleNamespace(args=SimpleNamespace(gen_batch_size=4), generator=CountingGenerator(),
+                             image_shape=(1, 16, 16))
+    server.to_client_images = lambda images: FedKTL.to_client_images(server, images)
+    images = FedKTL.generate(server, latents)
+    assert server.generator.calls == [4, 4, 2]
+    assert images.shape == (10, 1, 16, 16) and images.device.type == "cpu"
+    # Grey, normalised as client data: value v/10 in [0, 1] becomes 2 v/10 - 1.
+    torch.testing.assert_close(images[:, 0, 0, 0], torch.arange(10.0) / 5 - 1)

@@ -130,3 +130,136 @@ def test_stable_diffusion_variant_runs_a_round_end_to_end(pipeline_dir, tmp_path
         # The projection layer maps 512 features to the 4x32x32 initial latent.
         assert f["setup_floats_down"][0] == 4 * (10 * 10 + 512 * 4096 + 4096)
     assert (out / "Tiny_FedKTL-stable-diffusion_test_0" / "generated_round_0000.png").exists()
+
+
+# ---- fp16 weight files ---------------------------------------------------------------------------
+
+WEIGHT_FILES = {"unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model", "text_encoder": "model"}
+
+
+@pytest.fixture(scope="module")
+def fp16_dir(tmp_path_factory):
+    return save_tiny_stable_diffusion(str(tmp_path_factory.mktemp("sd16") / "tiny16"), seed=0, variant="fp16")
+
+
+def files_under(folder):
+    return {os.path.relpath(os.path.join(root, name), folder).replace(os.sep, "/")
+            for root, _, names in os.walk(folder) for name in names}
+
+
+def test_fp16_folder_holds_only_float16_variant_files(fp16_dir):
+    from safetensors.torch import load_file
+
+    weights = {f for f in files_under(fp16_dir) if f.endswith((".safetensors", ".bin"))}
+    assert weights == {f"{name}/{stem}.fp16.safetensors" for name, stem in WEIGHT_FILES.items()}
+    for path in weights:
+        assert {t.dtype for t in load_file(os.path.join(fp16_dir, path)).values()} == {torch.float16}, path
+
+
+def test_fp16_only_folder_loads_in_float32_on_the_cpu(fp16_dir):
+    from flcore.generators.tiny_diffusion import build_tiny_stable_diffusion
+
+    adapter = load_generator("stable-diffusion", sd_flags(fp16_dir), "cpu")
+    pipe = adapter.pipe
+    assert pipe.loaded_variants == {"unet": "fp16", "vae": "fp16", "text_encoder": "fp16"}
+    original = build_tiny_stable_diffusion(seed=0)
+    for name in WEIGHT_FILES:
+        loaded = getattr(pipe, name).state_dict()
+        assert {t.dtype for t in loaded.values() if t.is_floating_point()} == {torch.float32}, name
+        # the float32 weights are the float16 files' values, not a fresh initialisation
+        for key, value in getattr(original, name).state_dict().items():
+            if value.is_floating_point():
+                assert torch.equal(loaded[key], value.half().float()), (name, key)
+    images = adapter.synthesize(adapter.sample_latents(2, torch.Generator().manual_seed(0)))
+    assert images.shape == (2, 3, 64, 64) and images.dtype == torch.float32
+    assert torch.isfinite(images).all() and images.min() >= 0 and images.max() <= 1
+
+
+def test_folder_with_both_variants_uses_plain_files_unless_float16(pipeline_dir, fp16_dir, tmp_path):
+    import shutil
+
+    Pipeline = import_pipeline_module().LatentInputDiffusionPipeline
+    both = tmp_path / "both"
+    shutil.copytree(pipeline_dir, both)
+    for name, stem in WEIGHT_FILES.items():
+        shutil.copy(os.path.join(fp16_dir, name, f"{stem}.fp16.safetensors"), both / name)
+    plain = Pipeline.from_folder(str(both))
+    assert plain.loaded_variants == dict.fromkeys(WEIGHT_FILES)
+    reference = Pipeline.from_folder(pipeline_dir)
+    assert all(torch.equal(a, b) for a, b in zip(plain.unet.parameters(), reference.unet.parameters()))
+    # float16 (what --sd_fp16 asks for on CUDA) prefers the fp16 files; loading itself works on the CPU
+    half = Pipeline.from_folder(str(both), torch_dtype=torch.float16)
+    assert half.loaded_variants == dict.fromkeys(WEIGHT_FILES, "fp16")
+    assert {p.dtype for p in half.unet.parameters()} == {torch.float16}
+    # components are decided one by one: a UNet with only fp16 files next to plain others loads
+    os.remove(both / "unet" / "diffusion_pytorch_model.safetensors")
+    mixed = Pipeline.from_folder(str(both))
+    assert mixed.loaded_variants == {"unet": "fp16", "vae": None, "text_encoder": None}
+    assert {p.dtype for p in mixed.unet.parameters()} == {torch.float32}
+
+
+def test_missing_weights_are_named_in_one_line(fp16_dir, tmp_path):
+    import shutil
+
+    folder = tmp_path / "incomplete"
+    shutil.copytree(fp16_dir, folder)
+    os.remove(folder / "vae" / "diffusion_pytorch_model.fp16.safetensors")
+    os.rename(folder / "unet" / "diffusion_pytorch_model.fp16.safetensors",
+              folder / "unet" / "diffusion_pytorch_model.non_ema.safetensors")
+    with pytest.raises(UserError) as info:
+        load_generator("stable-diffusion", sd_flags(str(folder)), "cpu")
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"-GPath {str(folder)!r} lacks weights: {str(folder)!r} has no weights for ")
+    assert ("unet/diffusion_pytorch_model.safetensors or unet/diffusion_pytorch_model.fp16.safetensors, "
+            "found only the variant(s) non_ema; "
+            "vae/diffusion_pytorch_model.safetensors or vae/diffusion_pytorch_model.fp16.safetensors") in message
+    assert "text_encoder" not in message and "download_weights.py" in message
+
+
+def load_download_helper():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("download_weights",
+                                                  os.path.join(ROOT, "stable-diffusion", "download_weights.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_download_patterns_fetch_exactly_what_the_loader_reads(pipeline_dir, fp16_dir):
+    # snapshot_download filters the repository's file list with this function
+    from huggingface_hub.utils import filter_repo_objects
+
+    helper = load_download_helper()
+    # A repository laid out like stable-diffusion-v1-5: both variants, .bin copies, non-EMA
+    # UNet, safety checker, single-file checkpoints.
+    repo = files_under(pipeline_dir) | files_under(fp16_dir) | {
+        "README.md", ".gitattributes", "v1-5-pruned-emaonly.ckpt", "v1-5-pruned-emaonly.safetensors",
+        "feature_extractor/preprocessor_config.json", "safety_checker/config.json",
+        "safety_checker/model.safetensors", "safety_checker/model.fp16.safetensors",
+        "unet/diffusion_pytorch_model.bin", "unet/diffusion_pytorch_model.fp16.bin",
+        "unet/diffusion_pytorch_model.non_ema.safetensors", "text_encoder/pytorch_model.bin"}
+    fetched = {fp16: set(filter_repo_objects(sorted(repo), allow_patterns=helper.allow_patterns(fp16)))
+               for fp16 in (False, True)}
+    # save_pretrained writes exactly what from_pretrained reads, and those folders load
+    assert fetched[True] == files_under(fp16_dir)
+    assert fetched[False] == files_under(pipeline_dir)
+    assert {"unet/diffusion_pytorch_model.fp16.safetensors", "text_encoder/model.fp16.safetensors",
+            "vae/diffusion_pytorch_model.fp16.safetensors"} <= fetched[True]
+
+
+def test_fp16_folder_runs_a_round_end_to_end(fp16_dir, tmp_path):
+    data_root = tmp_path / "data"
+    make_tiny_dataset(str(data_root), num_clients=2)
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "system", "main.py"), "-dev", "cpu", "-algo", "FedKTL-stable-diffusion",
+         "-GPath", fp16_dir, "-gr", "1", "--sd_steps", "2", "-data", "Tiny", "-nc", "2",
+         "--data_root", str(data_root), "--out", str(out), "-se", "2", "-lbs", "16"],
+        capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert result.returncode == 0, result.stderr
+    with h5py.File(out / "Tiny_FedKTL-stable-diffusion_test_0.h5") as f:
+        assert len(f["rs_test_acc"]) == 2
+        assert f["setup_floats_down"][0] == 2 * (10 * 10 + 512 * 4096 + 4096)
+    assert (out / "Tiny_FedKTL-stable-diffusion_test_0" / "generated_round_0000.png").exists()

@@ -80,11 +80,12 @@ def client_architecture(family: str, client_id: int) -> str:
 
 
 def build_client_model(family: str, client_id: int, num_classes: int, feature_dim: int, image_size: int,
-                       seed: int, in_channels: int = 3) -> BaseHeadSplit:
+                       seed: int, in_channels: int = 3, vit_mlp_head: bool = False) -> BaseHeadSplit:
     """Client `client_id`'s model: the family's architecture for it, initialised from
     derive_seed(seed, "model", client_id), so it is the same wherever it is built."""
     return build_model(client_architecture(family, client_id), num_classes=num_classes, feature_dim=feature_dim,
-                       image_size=image_size, in_channels=in_channels, seed=derive_seed(seed, "model", client_id))
+                       image_size=image_size, in_channels=in_channels, seed=derive_seed(seed, "model", client_id),
+                       vit_mlp_head=vit_mlp_head)
 
 
 def build_client_models(

@@ -25,13 +25,14 @@ from utils.errors import UserError
 class BaseHeadSplit(nn.Module):
     """`forward(x) == head(base(x))`; `base` maps images to [N, feature_dim]."""
 
-    def __init__(self, base: nn.Module, head: nn.Linear, arch: str = ""):
+    def __init__(self, base: nn.Module, head: nn.Module, arch: str = ""):
         super().__init__()
         self.base = base
         self.head = head
         self.arch = arch
-        self.feature_dim = head.in_features
-        self.num_classes = head.out_features
+        linears = [m for m in head.modules() if isinstance(m, nn.Linear)]
+        self.feature_dim = linears[0].in_features
+        self.num_classes = linears[-1].out_features
 
     def forward(self, x):
         return self.head(self.base(x))
@@ -167,6 +168,9 @@ _CONSTRUCTORS: Dict[str, Callable[[int, int], Trunk]] = {
 }
 
 MODEL_NAMES: Tuple[str, ...] = tuple(_CONSTRUCTORS)
+VIT_MODELS = ("ViT-B/16", "ViT-B/32")
+#: width of the hidden layer of the original code's ViT head (ViT-B's embedding width)
+VIT_HEAD_HIDDEN = 768
 
 
 def _name_key(name: str) -> str:
@@ -201,11 +205,14 @@ def build_model(
     image_size: int = 32,
     in_channels: int = 3,
     seed: Optional[int] = None,
+    vit_mlp_head: bool = False,
 ) -> BaseHeadSplit:
     """A freshly initialised `BaseHeadSplit` for the named architecture.
 
     With `seed`, initialisation draws from its own generator state, so the weights depend
-    on `seed` alone and the caller's global RNG stream is left untouched.
+    on `seed` alone and the caller's global RNG stream is left untouched. `vit_mlp_head`
+    gives the ViTs the original FedKTL/HtFLlib code's head, Linear(fd, 768) - Tanh -
+    Linear(768, C), instead of one Linear(fd, C); other architectures ignore it.
     """
     arch = canonical_model_name(name)
     _check_positive(num_classes, "the number of classes", "the dataset")
@@ -224,7 +231,11 @@ def build_model(
             base = trunk.module
         else:
             base = nn.Sequential(trunk.module, nn.AdaptiveAvgPool1d(feature_dim))
-        head = nn.Linear(feature_dim, num_classes)
+        if vit_mlp_head and arch in VIT_MODELS:
+            head = nn.Sequential(nn.Linear(feature_dim, VIT_HEAD_HIDDEN), nn.Tanh(),
+                                 nn.Linear(VIT_HEAD_HIDDEN, num_classes))
+        else:
+            head = nn.Linear(feature_dim, num_classes)
     return BaseHeadSplit(base, head, arch=arch)
 
 

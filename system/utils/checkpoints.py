@@ -13,7 +13,8 @@ import glob
 import json
 import os
 import re
-from typing import Optional
+import time
+from typing import Callable, Optional
 
 import torch
 from tqdm.auto import tqdm
@@ -38,8 +39,50 @@ def atomic_write(path: str, write) -> None:
             os.remove(tmp)
 
 
+class CheckpointSchedule:
+    """When a run writes its next checkpoint.
+
+    Every `every_rounds` rounds when that is set (0: never). Otherwise by the clock: once
+    `minutes` have passed since the last checkpoint ended (or the run started), and never
+    sooner than `1 / max_overhead` times the last write's duration, so that writing stays
+    under `max_overhead` of the run's time whatever a checkpoint costs on the family.
+    """
+
+    def __init__(self, every_rounds: Optional[int], minutes: float, max_overhead: float = 0.05,
+                 clock: Callable[[], float] = time.monotonic):
+        if every_rounds is not None and every_rounds < 0:
+            raise ValueError("every_rounds must be None, 0 or positive")
+        if minutes <= 0 or not 0 < max_overhead <= 1:
+            raise ValueError("minutes and max_overhead must be positive")
+        self.every_rounds = every_rounds
+        self.interval = 60.0 * minutes
+        self.max_overhead = max_overhead
+        self.clock = clock
+        self.last_end = clock()
+        self.last_seconds = 0.0
+
+    def due(self, rounds_done: int) -> bool:
+        if self.every_rounds is not None:
+            return bool(self.every_rounds) and rounds_done % self.every_rounds == 0
+        waited = self.clock() - self.last_end
+        return waited >= max(self.interval, self.last_seconds / self.max_overhead)
+
+    def written(self, seconds: float) -> None:
+        """A checkpoint was just written and took `seconds`."""
+        self.last_end = self.clock()
+        self.last_seconds = seconds
+
+    def describe(self) -> str:
+        if self.every_rounds == 0:
+            return "no checkpoints"
+        if self.every_rounds:
+            return f"a checkpoint every {self.every_rounds} round(s)"
+        return (f"a checkpoint every {self.interval / 60:g} min (and under {self.max_overhead:.0%} "
+                f"of the run's time)")
+
+
 class CheckpointStore:
-    def __init__(self, run_dir: str, keep: int = 2):
+    def __init__(self, run_dir: str, keep: int = 1):
         if keep < 1:
             raise ValueError("keep at least one checkpoint")
         self.folder = os.path.join(run_dir, "checkpoints")
@@ -73,18 +116,22 @@ class CheckpointStore:
         return path
 
     def prune(self) -> None:
-        for rounds_done in self.rounds()[:-self.keep]:
-            os.remove(self.path(rounds_done))
+        self.remove_rounds(keep_newest=self.keep)
 
     def mark_finished(self, info: dict) -> None:
         os.makedirs(self.folder, exist_ok=True)
         atomic_write(os.path.join(self.folder, FINISHED),
                      lambda f: f.write(json.dumps(info, indent=2, sort_keys=True).encode()))
 
+    def remove_rounds(self, keep_newest: int = 0) -> None:
+        """Remove the checkpoint files, all of them or all but the newest `keep_newest`."""
+        rounds = self.rounds()
+        for rounds_done in rounds[:max(0, len(rounds) - keep_newest)]:
+            os.remove(self.path(rounds_done))
+
     def clear(self) -> None:
         """Remove every checkpoint and the finished mark (a fresh run in the same folder)."""
-        for rounds_done in self.rounds():
-            os.remove(self.path(rounds_done))
+        self.remove_rounds()
         finished = os.path.join(self.folder, FINISHED)
         if os.path.exists(finished):
             os.remove(finished)

@@ -25,7 +25,7 @@ def build_clients(args, client_class, data, client_ids, seed: int) -> list:
         client_data = data[cid] if isinstance(data, dict) else data.clients[cid]
         image_shape = tuple(client_data.train_x.shape[1:])
         model = build_client_model(args.model_family, cid, args.num_classes, args.feature_dim, image_shape[-1],
-                                   seed, in_channels=image_shape[0])
+                                   seed, in_channels=image_shape[0], vit_mlp_head=getattr(args, "vit_mlp_head", False))
         clients.append(client_class(args, cid, model, client_data, seed))
     return clients
 

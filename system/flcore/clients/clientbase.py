@@ -33,6 +33,7 @@ class Client:
         self.eval_batch_size = args.eval_batch_size
         self.local_epochs = args.local_epochs
         self.learning_rate = args.local_learning_rate
+        self.stored_order = bool(getattr(args, "stored_order", False))
         # channels_last: ~30% faster convolutions on CPU for these small models.
         self.model = model.to(self.device, memory_format=torch.channels_last)
         self.train_x, self.train_y = data.train_x, data.train_y
@@ -142,8 +143,12 @@ class Client:
                 self.loss_total = loss if self.loss_total is None else self.loss_total + loss
 
     def train_batches(self):
-        """One shuffled epoch of full batches (the last partial batch is dropped, as HtFLlib does)."""
-        order = torch.randperm(self.train_samples, generator=self.rng)
+        """One shuffled epoch of full batches (the last partial batch is dropped, as HtFLlib does).
+        With --stored_order, the stored order every epoch, as the original's loader."""
+        if self.stored_order:
+            order = torch.arange(self.train_samples)
+        else:
+            order = torch.randperm(self.train_samples, generator=self.rng)
         for start in range(0, self.train_samples - self.batch_size + 1, self.batch_size):
             index = order[start:start + self.batch_size]
             yield self.images_to_device(self.train_x[index]), self.to_device(self.train_y[index])

@@ -49,13 +49,19 @@ class clientGen(Client):
         self.hidden_dim = args.hidden_dim
         self.generator = None  # none until the server has trained one
         self.global_label_counts = None
+        # HtFLlib's generator draws its noise uniformly in [0, 1); the FedGen paper's is N(0, I).
+        self.uniform_noise = bool(getattr(args, "fedgen_htfllib", False))
         # Generated batches have their own stream, so data shuffling matches other methods.
         self.generated_rng = torch.Generator().manual_seed(derive_seed(seed, "fedgen-client", client_id))
 
     # ---- messages from the server -------------------------------------------------------
     def setup(self, payload):
-        """Install the common initial head; report how many samples of each class we hold."""
+        """Install the common initial head (and, in HtFLlib's form, the server's initial
+        generator); report how many samples of each class we hold."""
         self.model.head.load_state_dict(payload["head"])
+        if payload.get("generator") is not None:
+            self.ensure_generator()
+            self.generator.load_state_dict(payload["generator"])
         return {"label_counts": torch.bincount(self.train_y, minlength=self.num_classes)}
 
     def set_label_distribution(self, payload):
@@ -92,7 +98,7 @@ class clientGen(Client):
     def generated_feature_loss(self, n: int) -> torch.Tensor:
         """CE of our head on `n` generated features of labels from the global distribution."""
         labels = sample_labels(self.global_label_counts, n, self.generated_rng)
-        noise = torch.randn(n, self.noise_dim, generator=self.generated_rng)
+        noise = (torch.rand if self.uniform_noise else torch.randn)(n, self.noise_dim, generator=self.generated_rng)
         with torch.no_grad():  # the generator is the server's; only the head learns from it
             features = self.generator(self.to_device(noise), self.to_device(labels))
         return self.ce_loss(self.model.head(features), self.to_device(labels))

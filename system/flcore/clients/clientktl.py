@@ -114,10 +114,17 @@ class clientKTL(Client):
         sums = torch.zeros(self.num_classes, self.num_classes, device=self.device)
         counts = torch.zeros(self.num_classes, device=self.device)
         loss_sum = 0.0
+        # The original collects prototypes through its training loader, which never yields the
+        # last partial batch: with --stored_order those samples are left out of the prototypes too.
+        limit = (self.train_samples // self.batch_size * self.batch_size if self.stored_order
+                 else self.train_samples)
+        seen = 0
         for x, y in self.full_batches(self.train_x, self.train_y):
             outputs = F.normalize(self.model(x), dim=1)
-            sums.index_add_(0, y, outputs)
-            counts.index_add_(0, y, torch.ones_like(y, dtype=counts.dtype))
+            kept = slice(0, max(0, min(len(y), limit - seen)))
+            seen += len(y)
+            sums.index_add_(0, y[kept], outputs[kept])
+            counts.index_add_(0, y[kept], torch.ones_like(y[kept], dtype=counts.dtype))
             logits = arcface_logits(outputs @ self.class_vectors.T, y, ARCFACE_MARGIN, ARCFACE_SCALE)
             loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
         self._train_loss = (loss_sum, self.train_samples)

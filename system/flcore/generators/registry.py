@@ -49,7 +49,9 @@ def load_stylegan(args, device):
     if not args.generator_path:
         raise UserError(f"{args.algorithm} needs -GPath: give a StyleGAN network pickle, e.g. "
                         "stylegan/stylegan-3-models/Benches-512.pkl (see stylegan/README.md)")
-    return StyleGANLikeAdapter(load_stylegan_pickle(args.generator_path, args.stylegan_utils), device=device)
+    # nvlabs_ops: NVlabs' CUDA plugins are built (or fall back) before the first synthesis.
+    return StyleGANLikeAdapter(load_stylegan_pickle(args.generator_path, args.stylegan_utils), device=device,
+                               nvlabs_ops=True)
 
 
 def load_stable_diffusion(args, device):

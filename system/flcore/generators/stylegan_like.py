@@ -10,9 +10,19 @@ from flcore.generators.base import GeneratorAdapter
 
 
 class StyleGANLikeAdapter(GeneratorAdapter):
-    def __init__(self, G: torch.nn.Module, device="cpu"):
+    def __init__(self, G: torch.nn.Module, device="cpu", nvlabs_ops: bool = False):
+        """`nvlabs_ops`: G runs NVlabs' custom ops (a pickled StyleGAN), whose CUDA plugins are
+        then built, or replaced by the reference ops, whenever G is put on a device."""
+        self.uses_nvlabs_ops = nvlabs_ops
         self.G = G.eval().requires_grad_(False).to(device)
         self.latent_dim = int(G.w_dim)
+        self._prepare_ops(device)
+
+    def _prepare_ops(self, device):
+        if self.uses_nvlabs_ops:
+            from flcore.generators import nvlabs_ops
+
+            nvlabs_ops.prepare_nvlabs_ops(device)
 
     @property
     def device(self) -> torch.device:
@@ -20,6 +30,7 @@ class StyleGANLikeAdapter(GeneratorAdapter):
 
     def to(self, device):
         self.G.to(device)
+        self._prepare_ops(device)
         return self
 
     @torch.no_grad()

@@ -5,10 +5,13 @@ tokenizer, scheduler, written by `save_pretrained`), so the Stable Diffusion bac
 can be tested and timed offline: UNet about 1.4M parameters, 4x32x32 latents, 64x64
 images. Its images are noise; only shapes, plumbing and speed mean anything.
 
-    python system/flcore/generators/tiny_diffusion.py OUT_DIR
+    python system/flcore/generators/tiny_diffusion.py OUT_DIR [--fp16]
+
+`--fp16` writes only float16 `*.fp16.safetensors` weights, the layout
+`stable-diffusion/download_weights.py --fp16` downloads.
 """
+import argparse
 import string
-import sys
 
 import torch
 
@@ -53,17 +56,29 @@ def build_tiny_stable_diffusion(seed: int = 0, latent_size: int = 32):
                                    requires_safety_checker=False)
 
 
-def save_tiny_stable_diffusion(folder: str, seed: int = 0, latent_size: int = 32) -> str:
+def save_tiny_stable_diffusion(folder: str, seed: int = 0, latent_size: int = 32, variant: str = None) -> str:
+    """Save the tiny pipeline; `variant="fp16"` stores float16 weights as `*.fp16.safetensors`
+    only (like the Hub's fp16 files), otherwise float32 under the plain names."""
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
+    if variant not in (None, "fp16"):
+        raise ValueError(f"variant must be None or 'fp16', not {variant!r}")
     diffusers_logging.disable_progress_bar()  # a bar per file is noise for a 6 MB pipeline
     transformers_logging.disable_progress_bar()
-    build_tiny_stable_diffusion(seed, latent_size).save_pretrained(folder)
+    pipe = build_tiny_stable_diffusion(seed, latent_size)
+    if variant == "fp16":
+        verbosity = diffusers_logging.get_verbosity()
+        diffusers_logging.set_verbosity_error()  # its advice on casting with to() concerns inference
+        pipe.to(torch.float16)
+        diffusers_logging.set_verbosity(verbosity)
+    pipe.save_pretrained(folder, variant=variant)
     return folder
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python system/flcore/generators/tiny_diffusion.py OUT_DIR")
-    print(save_tiny_stable_diffusion(sys.argv[1]))
+    parser = argparse.ArgumentParser(description="Save a tiny random Stable Diffusion pipeline.")
+    parser.add_argument("out_dir")
+    parser.add_argument("--fp16", action="store_true", help="float16 weights as *.fp16.safetensors only")
+    cli = parser.parse_args()
+    print(save_tiny_stable_diffusion(cli.out_dir, variant="fp16" if cli.fp16 else None))

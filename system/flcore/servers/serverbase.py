@@ -16,7 +16,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from utils.checkpoints import CheckpointStore
+from trainmodel.families import resolve_family
+from trainmodel.models import VIT_MODELS
+from utils.checkpoints import CheckpointSchedule, CheckpointStore
 from utils.errors import UserError
 from utils.executors import make_executor
 from utils.metrics import aggregate_evaluations
@@ -28,7 +30,7 @@ from utils.timing import PhaseTimer
 
 #: flags that may differ between a run and its resumption (where and how it runs, not what)
 RESUMABLE_WITH_OTHER = frozenset({
-    "resume", "ckpt_every", "ckpt_keep", "threads", "device", "device_id", "config", "out", "data_root",
+    "resume", "ckpt_every", "ckpt_minutes", "ckpt_keep", "ckpt_keep_final", "threads", "device", "device_id", "config", "out", "data_root",
     "times", "prev", "executor", "ray_address", "ray_actors", "ray_cpus_per_actor", "ray_gpus_per_actor", "offload"})
 
 
@@ -37,8 +39,17 @@ class NoClientUpdates(Exception):
 
 
 def best_is_stale(accuracies, top_cnt: int) -> bool:
-    """HtFLlib's auto-break rule: the best accuracy is more than `top_cnt` evaluations old."""
+    """This library's auto-break rule, checked before a round: the best accuracy is more than
+    `top_cnt` evaluations old."""
     return len(accuracies) - 1 - int(np.argmax(accuracies)) > top_cnt
+
+
+def original_break(accuracies, top_cnt: int) -> bool:
+    """The original code's rule, checked after a round's training with the evaluations so far
+    (the last one made before that training): `len - argmax > top_cnt`, i.e. the best is
+    `top_cnt` evaluations old. Ties go to the first maximum (the original's float32 topk
+    leaves them to the implementation)."""
+    return len(accuracies) - int(np.argmax(accuracies)) > top_cnt
 
 
 class Server:
@@ -46,7 +57,7 @@ class Server:
     #: attributes that never change after construction and setup (or are saved apart):
     #: left out of checkpoints. Subclasses add theirs (e.g. a pre-trained generator).
     CHECKPOINT_STATIC = frozenset({"args", "data", "device", "executor", "timer", "schedule", "series",
-                                   "checkpoints", "run_index", "seed", "num_clients", "num_classes",
+                                   "checkpoints", "checkpoint_schedule", "run_index", "seed", "num_clients", "num_classes",
                                    "global_rounds", "eval_gap", "name", "run_dir"})
     #: flag defaults for this algorithm: {dest: value}; the user's flags win.
     DEFAULTS: dict = {}
@@ -72,7 +83,7 @@ class Server:
         self.timer = PhaseTimer()
         self.series = defaultdict(list)
         self.series["phase_seconds"] = defaultdict(list)
-        self.checkpoints = CheckpointStore(self.run_dir, keep=getattr(args, "ckpt_keep", 3))
+        self.checkpoints = CheckpointStore(self.run_dir, keep=getattr(args, "ckpt_keep", 1))
         self.current_round = 0
         self.skipped_in_round = 0
         self.executor = self.make_executor()
@@ -91,10 +102,17 @@ class Server:
         return list(range(self.num_clients))
 
     # ---- hooks ----------------------------------------------------------------------
+    #: whether clients' heads are averaged or trained as one (then all heads need one shape)
+    SHARES_HEADS = False
+
     @classmethod
     def check_args(cls, args) -> None:
         """Refuse flags this algorithm cannot run with (a one-line UserError); main.py calls
-        it before the dataset is loaded."""
+        it before the dataset is loaded. Subclasses extend it (calling this one)."""
+        if cls.SHARES_HEADS and getattr(args, "vit_mlp_head", False) and any(
+                name in VIT_MODELS for name in resolve_family(args.model_family)):
+            raise UserError(f"{args.algorithm} shares one head among clients, and --vit_mlp_head gives the ViTs "
+                            f"of -m {args.model_family} another head shape: pass --vit_mlp_head false")
 
     def setup(self) -> None:
         """Server-side state and one-off messages to clients (counted as setup traffic)."""
@@ -117,11 +135,16 @@ class Server:
         self.series["setup_bytes_down"] = [setup_traffic.bytes_down]
         self.series["setup_floats_down"] = [setup_traffic.floats_down]
         rounds_done = self.resume() if getattr(self.args, "resume", False) else self.start_afresh()
+        self.checkpoint_schedule = CheckpointSchedule(getattr(self.args, "ckpt_every", None),
+                                                      getattr(self.args, "ckpt_minutes", 5.0))
+        last_checkpoint = rounds_done
         # disable=None: a bar on a terminal, none in log files of scripted sweeps.
         bar = tqdm(total=self.global_rounds, initial=rounds_done, desc=self.name, unit="round",
                    dynamic_ncols=True, disable=None)
+        original_rule = self.args.auto_break and getattr(self.args, "original_auto_break", False)
+        stopped_after_training = False
         while rounds_done < self.global_rounds:
-            if self.args.auto_break and self.reached_plateau():
+            if self.args.auto_break and not original_rule and self.reached_plateau():
                 tqdm.write(f"auto-break: no improvement for {self.args.top_cnt} evaluations")
                 break
             self.run_round(rounds_done)
@@ -129,15 +152,27 @@ class Server:
             bar.update(1)
             if self.series["rs_test_acc"]:
                 bar.set_postfix(acc=f"{self.series['rs_test_acc'][-1]:.4f}")
-            every = getattr(self.args, "ckpt_every", 0)
-            if every and rounds_done % every == 0:
+            if original_rule and original_break(self.series["rs_test_acc"], self.args.top_cnt):
+                tqdm.write(f"auto-break (original rule): the best accuracy is {self.args.top_cnt} evaluations old")
+                stopped_after_training = True
+                break
+            if self.checkpoint_schedule.due(rounds_done):
                 self.save_checkpoint(rounds_done)
+                last_checkpoint = rounds_done
         bar.close()
-        # The original never evaluates after its last round; the last training counts here.
-        self.evaluate(rounds_done)
+        keep_final = getattr(self.args, "ckpt_keep_final", False)
+        if keep_final and last_checkpoint != rounds_done:
+            self.save_checkpoint(rounds_done)
+        # The original never evaluates after its last round; the last training counts here,
+        # except when the original auto-break rule stopped the run (as the original does).
+        if not stopped_after_training:
+            self.evaluate(rounds_done)
         self.save_results()
         self.checkpoints.mark_finished({"rounds_done": rounds_done, "results": self.results_path,
                                         "best_test_acc": float(np.max(self.series["rs_test_acc"]))})
+        # A finished run needs no checkpoint to resume (finished.json says it is done); keeping
+        # HtFE8-sized ones for every run of a sweep would fill the disk.
+        self.checkpoints.remove_rounds(keep_newest=self.checkpoints.keep if keep_final else 0)
         self.report_best()
         return self.series
 
@@ -251,7 +286,9 @@ class Server:
                        for name, values in self.series.items()},
             "rng": global_rng_states(),
         })
-        self.series["checkpoint_seconds"].append(time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        self.series["checkpoint_seconds"].append(seconds)
+        self.checkpoint_schedule.written(seconds)
 
     def start_afresh(self) -> int:
         found = self.checkpoints.rounds()

@@ -22,6 +22,7 @@ from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
 from flcore.clients.clientdi import clientDI
+from flcore.generators.images import image_round_due
 from flcore.deep_inversion import PIXEL_MIN, SynthesisSettings, Teacher, draw_labels, synthesize_batch
 from flcore.options.deepinversion import student_architecture
 from flcore.servers.serverbase import Server
@@ -178,8 +179,7 @@ class DeepInversion(Server):
     def save_generated(self, images: torch.Tensor, labels: torch.Tensor, round_idx: int) -> None:
         """Up to 10 of this round's images per class as a PNG in the run folder: one row per
         class, filled up with black where a class has fewer."""
-        every = self.args.save_generated_every
-        if not every or round_idx % every:
+        if not image_round_due(round_idx, self.args.save_generated_every, self.global_rounds):
             return
         rows = []
         for c in range(self.num_classes):

@@ -10,18 +10,30 @@ clientgen.py) and upload their heads. The server then
 3. sends G's parameters and the averaged head to every client.
 Per-class sample counts go up once, at setup: they never change. Clients add the
 regulariser from round 1 on, once a trained generator exists (as the official code).
+
+`--fedgen_htfllib` computes what HtFLlib's code does instead: its server trains a fresh
+copy of the initial generator each round and never saves it, so its clients regularise
+from round 0 on with the initial, untrained generator (noise uniform in [0, 1)); the
+server's training is then skipped here, as it changes nothing.
+
+A generator learning rate that is too large (HtFLlib's `-glr 0.1`) makes the trained
+generator's features blow up; the server measures their scale on a fixed probe batch
+after each training and says so in one line when one round grew it past `DIVERGED_GROWTH`.
 """
+import math
+
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from flcore.clients.clientgen import FeatureGenerator, clientGen, sample_labels
 from flcore.servers.serverbase import Server
 from flcore.weighted_average import weighted_average
 from utils.errors import UserError
 from utils.payload import state_to_payload
-from utils.seeding import derive_seed
+from utils.seeding import derive_seed, torch_generator
 
 
 # ---- pure functions ----------------------------------------------------------------------
@@ -64,11 +76,17 @@ def generator_loss(generator: nn.Module, noise: torch.Tensor, labels: torch.Tens
 
 # ---- the server --------------------------------------------------------------------------
 class FedGen(Server):
+    SHARES_HEADS = True
     client_class = clientGen
     # -glr: the official FedGen's generator learning rate (3e-4). HtFLlib's 0.1 never reached its
     # clients (its trained generator is dropped each round); here, where it does, 0.1 blows the
     # generated features up ~250x in one round and the clients' heads with them.
     DEFAULTS = {"noise_dim": 32, "generator_learning_rate": 3e-4, "hidden_dim": 512, "server_epochs": 100}
+    #: growth of the generated features' scale within one round's generator training taken as
+    #: divergence (saved per round as `generator_feature_growth`). On MNIST5k at the default -glr
+    #: it is 3.7x in round 0 and under 1.4x per round after; at -glr 0.1 it is 153x in round 0.
+    DIVERGED_GROWTH = 20.0
+    PROBE_SIZE = 256
 
     def setup(self):
         args = self.args
@@ -81,16 +99,44 @@ class FedGen(Server):
             initial_head = nn.Linear(args.feature_dim, self.num_classes)
         # Every client starts from the same head, as HtFLlib's first broadcast makes them.
         self.head = state_to_payload(initial_head)
-        replies = self.executor.broadcast(self.all_client_ids, "setup", {"head": self.head})
+        self.htfllib = bool(getattr(args, "fedgen_htfllib", False))
+        setup = {"head": self.head, "generator": state_to_payload(self.generator) if self.htfllib else None}
+        replies = self.executor.broadcast(self.all_client_ids, "setup", setup)
         self.label_counts = torch.stack([r["label_counts"] for r in replies])  # [clients, C]
         self.executor.broadcast(self.all_client_ids, "set_label_distribution",
                                 {"label_counts": self.label_counts.sum(dim=0)})
+        probe_rng = torch_generator(derive_seed(self.seed, "fedgen-probe"))
+        self.probe_labels = torch.arange(self.PROBE_SIZE) % self.num_classes
+        self.probe_noise = torch.randn(self.PROBE_SIZE, args.noise_dim, generator=probe_rng)
+        self.initial_scale = self.last_scale = self.feature_scale()
+        self.divergence_reported = False
+
+    @torch.no_grad()
+    def feature_scale(self) -> float:
+        """Mean norm of the generator's features on the fixed probe batch."""
+        features = self.generator(self.probe_noise.to(self.device), self.probe_labels.to(self.device))
+        return float(features.norm(dim=1).mean())
+
+    def check_generator(self, round_idx: int) -> None:
+        scale = self.feature_scale()
+        growth, self.last_scale = scale / self.last_scale, scale
+        self.series["generator_feature_growth"].append(growth)
+        if self.divergence_reported or (math.isfinite(growth) and growth <= self.DIVERGED_GROWTH):
+            return
+        self.divergence_reported = True
+        tqdm.write(f"[{self.name}] warning: round {round_idx}: FedGen's generated features grew {growth:.3g}x in "
+                   f"one round "
+                   f"(-glr {self.args.generator_learning_rate:g} is too large for a generator the clients use): "
+                   f"use the default -glr 3e-4, or --fedgen_htfllib for HtFLlib's computation (where -glr has "
+                   f"no effect)")
 
     def train_round(self, round_idx, client_ids):
         replies = self.train_clients(client_ids)
         heads = [r["head"] for r in replies]
-        with self.timer.phase("generator_training"):
-            self.train_generator(heads, self.label_counts[[r["client_id"] for r in replies]])
+        if not self.htfllib:  # HtFLlib's trained generator never reaches anyone: nothing to train
+            with self.timer.phase("generator_training"):
+                self.train_generator(heads, self.label_counts[[r["client_id"] for r in replies]])
+            self.check_generator(round_idx)
         with self.timer.phase("aggregation"):
             self.head = weighted_average(heads, [r["num_samples"] for r in replies])
         # Every client, selected or not, gets the new head and generator (as HtFLlib sends them).

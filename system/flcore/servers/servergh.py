@@ -28,6 +28,7 @@ def train_global_head(head: nn.Linear, vectors: torch.Tensor, labels: torch.Tens
 
 
 class FedGH(ClassMeanServer):
+    SHARES_HEADS = True
     client_class = clientGH
     DEFAULTS = {"server_learning_rate": 0.01, "server_epochs": 1, "server_batch_size": 10}
 

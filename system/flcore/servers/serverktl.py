@@ -15,7 +15,7 @@ from torchvision.utils import save_image
 
 from flcore.clients.clientktl import clientKTL
 from flcore.etf import simplex_etf
-from flcore.generators.images import to_client_images
+from flcore.generators.images import image_round_due, to_client_images
 from flcore.generators.registry import load_generator
 from flcore.losses import mmd_rbf
 from flcore.prototypes import class_sums
@@ -77,8 +77,7 @@ class FedKTL(Server):
         with self.timer.phase("generation"):
             images = self.generate(latents)
             self.save_generated(images, round_idx)
-        self.generated = {"images": to_payload(self.to_client_images(images)),
-                          "latents": to_payload(latents)}
+        self.generated = {"images": to_payload(images), "latents": to_payload(latents)}
 
     # ---- alignment ----------------------------------------------------------------------
     @torch.no_grad()
@@ -118,28 +117,19 @@ class FedKTL(Server):
     # ---- generation ---------------------------------------------------------------------
     @torch.no_grad()
     def generate(self, latents: torch.Tensor) -> torch.Tensor:
-        """One image per class in [0, 1], in batches of `-gbs` (0: as large as memory allows,
-        starting with all classes and halving on CUDA out-of-memory)."""
-        batch = self.args.gen_batch_size or getattr(self, "auto_gen_batch", len(latents))
-        while True:
-            try:
-                return torch.cat([self.generator.synthesize(latents[i:i + batch])
-                                  for i in range(0, len(latents), batch)])
-            except torch.cuda.OutOfMemoryError:
-                if batch == 1:
-                    raise
-                batch = (batch + 1) // 2
-                torch.cuda.empty_cache()
-                print(f"generation ran out of GPU memory: retrying with {batch} images per call")
-                if not self.args.gen_batch_size:
-                    self.auto_gen_batch = batch
+        """One client-sized image per class (normalised as client data), on the CPU. Images are
+        resized as each generator call returns them, so full-resolution images of all classes
+        never exist at once; `-gbs` images per call (0: as many as memory allows, adapting
+        to GPU out-of-memory errors)."""
+        return self.generator.generate(latents, self.to_client_images, batch_size=self.args.gen_batch_size)
 
     def to_client_images(self, images: torch.Tensor) -> torch.Tensor:
-        return to_client_images(images, self.image_shape)
+        return to_client_images(images, self.image_shape, antialias=getattr(self.args, "resize_antialias", True))
 
-    def save_generated(self, images: torch.Tensor, round_idx: int) -> None:
-        every = self.args.save_generated_every
-        if every and round_idx % every == 0:
+    def save_generated(self, client_images: torch.Tensor, round_idx: int) -> None:
+        """A grid of the images clients receive (client resolution, so a long run's grids stay small)."""
+        if image_round_due(round_idx, self.args.save_generated_every, self.global_rounds):
             os.makedirs(self.run_dir, exist_ok=True)
-            save_image(images.cpu(), os.path.join(self.run_dir, f"generated_round_{round_idx:04d}.png"),
-                       nrow=min(10, len(images)), padding=1)
+            save_image((client_images.cpu() + 1) / 2,
+                       os.path.join(self.run_dir, f"generated_round_{round_idx:04d}.png"),
+                       nrow=min(10, len(client_images)), padding=1)

@@ -19,6 +19,7 @@ from utils.seeding import derive_seed
 
 
 class LGFedAvg(Server):
+    SHARES_HEADS = True
     client_class = clientLG
 
     def setup(self):

@@ -50,11 +50,13 @@ def has_normalisation(model: nn.Module) -> bool:
 
 
 class FedLoGe(Server):
+    SHARES_HEADS = True
     client_class = clientLoGe
     DEFAULTS = {"local_learning_rate": 0.03}
 
     @classmethod
     def check_args(cls, args):
+        super().check_args(args)
         require_one_architecture(args.model_family, args.algorithm)
 
     def setup(self):
