@@ -44,15 +44,16 @@ paper_suite() {
   # auto-break 100 rounds after the best (-ab 1 makes -gr default to 2000).
   # Datasets (PFLlib layout): Cifar10/Cifar100 from torchvision files, Flowers102 and
   # Tiny-ImageNet at 64x64 from --root. Pathological: 2/10/10/20 classes per client.
+  # --partition_rule pfllib deals clients their samples as PFLlib's generator did.
   local root=${DATA_ROOT:-$HOME/data}
-  python dataset/generate_Cifar10.py noniid - pat --class_per_client 2 --root "$root" --out dataset/Cifar10-pat
-  python dataset/generate_Cifar10.py noniid - dir --root "$root" --out dataset/Cifar10-dir
-  python dataset/generate_Cifar100.py noniid - pat --class_per_client 10 --root "$root" --out dataset/Cifar100-pat
-  python dataset/generate_Cifar100.py noniid - dir --root "$root" --out dataset/Cifar100-dir
-  python dataset/generate_Flowers102.py noniid - pat --class_per_client 10 --root "$root" --out dataset/Flowers102-pat
-  python dataset/generate_Flowers102.py noniid - dir --root "$root" --out dataset/Flowers102-dir
-  python dataset/generate_TinyImagenet.py noniid - pat --class_per_client 20 --root "$root/tiny-imagenet-200" --out dataset/TinyImagenet-pat
-  python dataset/generate_TinyImagenet.py noniid - dir --root "$root/tiny-imagenet-200" --out dataset/TinyImagenet-dir
+  python dataset/generate_Cifar10.py noniid - pat --class_per_client 2 --partition_rule pfllib --root "$root" --out dataset/Cifar10-pat
+  python dataset/generate_Cifar10.py noniid - dir --partition_rule pfllib --root "$root" --out dataset/Cifar10-dir
+  python dataset/generate_Cifar100.py noniid - pat --class_per_client 10 --partition_rule pfllib --root "$root" --out dataset/Cifar100-pat
+  python dataset/generate_Cifar100.py noniid - dir --partition_rule pfllib --root "$root" --out dataset/Cifar100-dir
+  python dataset/generate_Flowers102.py noniid - pat --class_per_client 10 --partition_rule pfllib --root "$root" --out dataset/Flowers102-pat
+  python dataset/generate_Flowers102.py noniid - dir --partition_rule pfllib --root "$root" --out dataset/Flowers102-dir
+  python dataset/generate_TinyImagenet.py noniid - pat --class_per_client 20 --partition_rule pfllib --root "$root/tiny-imagenet-200" --out dataset/TinyImagenet-pat
+  python dataset/generate_TinyImagenet.py noniid - dir --partition_rule pfllib --root "$root/tiny-imagenet-200" --out dataset/TinyImagenet-dir
 
   # --recipe paper computes what the original code computed (README, Fidelity): separate passes
   # for real and generated images, the projection layer reset every round, the stored data order,

@@ -35,9 +35,12 @@ def default_least_samples(num_samples: int, num_clients: int) -> int:
 def build_dataset(out_dir: str, x: np.ndarray, y: np.ndarray, label_names: Sequence[str], *,
                   num_clients: int, niid: bool, balance: bool, partition_name: Optional[str],
                   alpha: float, class_per_client: int, seed: int,
-                  imbalance_factor: float = 1.0) -> htfl_format.DatasetConfig:
+                  imbalance_factor: float = 1.0,
+                  partition_rule: str = "library") -> htfl_format.DatasetConfig:
     """Partition the pool (x, y) over clients, split each client and write `out_dir`.
-    `imbalance_factor` < 1 first thins the pool to an exponential long tail."""
+    `imbalance_factor` < 1 first thins the pool to an exponential long tail.
+    `partition_rule` 'pfllib' deals as PFLlib's generator did (see partition.pfllib_*),
+    with PFLlib's floor of batch_size / (1 - train_size) = 40 samples per client."""
     y = np.asarray(y, dtype=np.int64)
     if len(x) != len(y):
         raise ValueError(f"pool has {len(x)} images but {len(y)} labels")
@@ -48,10 +51,14 @@ def build_dataset(out_dir: str, x: np.ndarray, y: np.ndarray, label_names: Seque
         tail_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(3)[2])
         pool = partition.long_tail(y, imbalance_factor, tail_rng)
         y = y[pool]
+    if partition_rule == "pfllib":
+        least_samples = partition.PFLLIB_LEAST_SAMPLES
+    else:
+        least_samples = default_least_samples(len(y), num_clients)
     client_indices = partition.partition_indices(
         y, num_clients, partition_rng, niid=niid, balance=balance, partition=partition_name,
-        alpha=alpha, class_per_client=class_per_client,
-        least_samples=default_least_samples(len(y), num_clients))
+        alpha=alpha, class_per_client=class_per_client, least_samples=least_samples,
+        rule=partition_rule)
 
     train, test = [], []
     for indices in client_indices:
@@ -61,7 +68,8 @@ def build_dataset(out_dir: str, x: np.ndarray, y: np.ndarray, label_names: Seque
     return htfl_format.write_dataset(
         out_dir, train, test, num_classes=len(label_names), non_iid=niid, balance=balance,
         partition=partition_name if niid else None, alpha=alpha, batch_size=BATCH_SIZE,
-        label_names=label_names, imbalance_factor=None if imbalance_factor == 1.0 else imbalance_factor)
+        label_names=label_names, imbalance_factor=None if imbalance_factor == 1.0 else imbalance_factor,
+        partition_rule=partition_rule)
 
 
 def summary(out_dir: str, config: htfl_format.DatasetConfig) -> str:
@@ -75,6 +83,8 @@ def summary(out_dir: str, config: htfl_format.DatasetConfig) -> str:
     else:
         how = "IID"
     how += ", balanced" if config.balance else ", unbalanced"
+    if config.partition_rule == "pfllib":
+        how += ", PFLlib's rule"
     lines = [
         f"wrote {out_dir}: {config.num_clients} clients, {config.num_classes} classes, "
         f"{int(sizes.sum())} samples, {how}",
@@ -107,6 +117,12 @@ def parse_args(argv: Sequence[str], dataset_name: str, default_out: str,
     parser.add_argument("--imbalance_factor", type=float, default=1.0,
                         help="long-tailed pool: smallest / largest class size, exponential profile "
                              "(e.g. 0.01 for CIFAR-10-LT; default 1: as the source)")
+    parser.add_argument("--partition_rule", choices=list(partition.PARTITION_RULES),
+                        default="library",
+                        help="how samples are dealt: 'library' (default: one Dirichlet draw per "
+                             "class then a deterministic top-up; round-robin pat) or 'pfllib' "
+                             "(as PFLlib's generator: Dirichlet redrawn until every client has "
+                             "40 samples, clients capped at N/num_clients; PFLlib's pat and iid)")
     parser.add_argument("--out", default=default_out, help="dataset folder to write")
     if add_source_arguments is not None:
         add_source_arguments(parser)
@@ -129,7 +145,7 @@ def run(argv: Sequence[str], dataset_name: str, default_out: str,
             niid=args.niid == "noniid", balance=args.balance == "balance",
             partition_name=None if args.partition == "-" else args.partition,
             alpha=args.alpha, class_per_client=args.class_per_client, seed=args.seed,
-            imbalance_factor=args.imbalance_factor)
+            imbalance_factor=args.imbalance_factor, partition_rule=args.partition_rule)
     except (ValueError, OSError, ImportError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2

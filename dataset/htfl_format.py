@@ -13,8 +13,9 @@ Every npz holds a single pickled dict under the key ``'data'`` with ``'x'``
 freely between the two libraries. Unpickling runs code from the file, so only load
 dataset folders you made or trust.
 
-config.json carries PFLlib's fields plus two of our own: ``label_names`` and
-``image_shape`` (both optional when reading, since PFLlib does not write them).
+config.json carries PFLlib's fields plus our own: ``label_names``, ``image_shape``
+and, from the generators, ``partition_rule`` and ``imbalance_factor`` (all optional
+when reading, since PFLlib does not write them).
 """
 import json
 import os
@@ -47,6 +48,8 @@ class DatasetConfig:
     image_shape: Optional[tuple] = None
     # long-tailed pools: smallest class size / largest (1.0 or absent: as the source)
     imbalance_factor: Optional[float] = None
+    # how samples were dealt: 'library' or 'pfllib' (absent: not recorded)
+    partition_rule: Optional[str] = None
 
     def to_json(self) -> dict:
         doc = {
@@ -65,6 +68,8 @@ class DatasetConfig:
             doc["image_shape"] = list(self.image_shape)
         if self.imbalance_factor is not None:
             doc["imbalance_factor"] = self.imbalance_factor
+        if self.partition_rule is not None:
+            doc["partition_rule"] = self.partition_rule
         return doc
 
 
@@ -93,7 +98,8 @@ def write_dataset(folder: str, train: Sequence[tuple], test: Sequence[tuple], *,
                   num_classes: int, non_iid: bool, balance: bool, partition: Optional[str],
                   alpha: Optional[float], batch_size: int,
                   label_names: Optional[Sequence[str]] = None,
-                  imbalance_factor: Optional[float] = None) -> DatasetConfig:
+                  imbalance_factor: Optional[float] = None,
+                  partition_rule: Optional[str] = None) -> DatasetConfig:
     """Write a whole dataset: `train[i]` and `test[i]` are client i's (x, y) arrays.
 
     config.json is removed first and written last, so a folder with a config.json is
@@ -132,7 +138,8 @@ def write_dataset(folder: str, train: Sequence[tuple], test: Sequence[tuple], *,
         label_counts=label_counts,
         label_names=None if label_names is None else [str(name) for name in label_names],
         image_shape=image_shape,
-        imbalance_factor=None if imbalance_factor is None else float(imbalance_factor))
+        imbalance_factor=None if imbalance_factor is None else float(imbalance_factor),
+        partition_rule=None if partition_rule is None else str(partition_rule))
     with open(config_path, "w") as f:
         json.dump(config.to_json(), f)
     return config
@@ -180,6 +187,9 @@ def read_config(folder: str) -> DatasetConfig:
         if (not isinstance(label_names, list) or len(label_names) != num_classes
                 or not all(isinstance(name, str) for name in label_names)):
             raise ValueError(f"{path}: label_names must be a list of {num_classes} strings")
+    partition_rule = doc.get("partition_rule")
+    if partition_rule is not None and not isinstance(partition_rule, str):
+        raise ValueError(f"{path}: partition_rule must be a string, got {partition_rule!r}")
     image_shape = doc.get("image_shape")
     if image_shape is not None:
         if (not isinstance(image_shape, list) or len(image_shape) != 3
@@ -193,7 +203,8 @@ def read_config(folder: str) -> DatasetConfig:
         num_clients=num_clients, num_classes=num_classes, non_iid=doc["non_iid"],
         balance=doc["balance"], partition=doc["partition"], alpha=doc["alpha"],
         batch_size=doc["batch_size"], label_counts=label_counts,
-        label_names=label_names, image_shape=image_shape)
+        label_names=label_names, image_shape=image_shape,
+        partition_rule=partition_rule)
 
 
 def read_client_split(folder: str, split: str, client_id: int) -> tuple:

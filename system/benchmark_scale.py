@@ -73,7 +73,7 @@ def run(num_clients: int, executor: str, flags: list, work: str) -> dict:
     name = dataset_for(data_root, num_clients)
     out = os.path.join(work, "runs", f"{num_clients}_{executor.replace(':', '')}")
     command = [sys.executable, os.path.join(SYSTEM_DIR, "main.py"), "-data", name, "--data_root", data_root,
-               "-nc", str(num_clients), "--out", out, "--save_generated_every", "0",
+               "-nc", str(num_clients), "--out", out, "--save_generated_every", "0", "--ckpt_every", "1",
                *executor_flags(executor), *flags]
     start = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True)

@@ -477,3 +477,200 @@ def test_generator_writes_a_long_tailed_dataset_and_records_the_factor(tmp_path)
             totals[label] += count
     assert totals[0] > 400 and totals[-1] <= 0.1 * totals[0] + 1
     assert all(totals[c] >= totals[c + 1] for c in range(9))
+
+
+# ----------------------------------------------------------------------------- PFLlib's rule
+
+class ScriptedRng:
+    """Stands in for a Generator: no shuffling, and Dirichlet draws read from a script."""
+
+    def __init__(self, draws):
+        self.draws = [np.asarray(d, dtype=float) for d in draws]
+
+    def permutation(self, x):
+        return np.array(x, copy=True)
+
+    def dirichlet(self, alpha):
+        draw = self.draws.pop(0)
+        assert len(draw) == len(alpha)
+        return draw
+
+
+def test_pfllib_dir_caps_full_clients_cuts_at_floors_and_redraws_from_scratch():
+    # 12 samples, 2 clients: the cap is 6. Attempt 1: class 0 all to client 0 (8 >= 6), so
+    # client 0's share of class 1 is zeroed and client 1 ends with 4 < least 5: redraw.
+    # Attempt 2: floor(0.9 * 8) = 7 to client 0, which is then full, so class 1 all to 1.
+    labels = np.array([0] * 8 + [1] * 4)
+    g = ScriptedRng([[1.0, 0.0], [0.5, 0.5], [0.9, 0.1], [0.5, 0.5]])
+    parts = partition.pfllib_dirichlet(labels, 2, 0.1, g, least_samples=5)
+    assert [p.tolist() for p in parts] == [list(range(7)), list(range(7, 12))]
+    assert g.draws == []
+    # cut points are floor(cumsum(p) * n_k), the last dropped: 10 * [.25, .5] -> 2, 5
+    parts = partition.pfllib_dirichlet(np.zeros(10, dtype=np.int64), 3, 0.1,
+                                       ScriptedRng([[0.25, 0.25, 0.5]]), least_samples=0)
+    assert [len(p) for p in parts] == [2, 3, 5]
+    # a capped last client gets nothing, even where floating-point cumsum falls short of 1
+    labels = np.array([0] * 10 + [1] * 5)  # cap 15 / 3 = 5; class 0 leaves sizes 1, 2, 7
+    parts = partition.pfllib_dirichlet(labels, 3, 0.1, ScriptedRng([[0.1, 0.2, 0.7],
+                                                                    [0.3, 0.3, 0.4]]),
+                                       least_samples=0)
+    assert [p.tolist() for p in parts] == [[0, 10, 11], [1, 2, 12, 13, 14], list(range(3, 10))]
+
+
+def cifar100_shaped_labels():
+    return np.repeat(np.arange(100), 600)
+
+
+def test_pfllib_dir_deals_once_meets_the_floor_and_never_feeds_a_full_client():
+    labels = cifar100_shaped_labels()
+    num_clients = 20
+    cap = len(labels) / num_clients
+    parts = partition.pfllib_dirichlet(labels, num_clients, 0.1, rng(7), least_samples=40)
+    assert_exact_cover(parts, len(labels))
+    assert min(len(p) for p in parts) >= 40
+    # Replay the class order: a client already holding >= N / num_clients before class k
+    # gets none of class k.
+    counts = np.stack([np.bincount(labels[p], minlength=100) for p in parts])  # clients x classes
+    held_before = np.cumsum(counts, axis=1) - counts
+    assert np.all(counts[held_before >= cap] == 0)
+    assert np.any(held_before >= cap)  # the cap did bite in this draw
+    assert max(len(p) for p in parts) > cap  # a client may pass the cap with its last class
+
+
+def test_pfllib_dir_spreads_client_sizes_far_less_than_the_library_rule():
+    labels = cifar100_shaped_labels()
+    spread = {"library": [], "pfllib": []}
+    for seed in range(3):
+        spread["library"].append(np.std([len(p) for p in partition.dirichlet(
+            labels, 20, 0.1, rng(seed), least_samples=40)]))
+        spread["pfllib"].append(np.std([len(p) for p in partition.pfllib_dirichlet(
+            labels, 20, 0.1, rng(seed), least_samples=40)]))
+    library, pfllib = np.mean(spread["library"]), np.mean(spread["pfllib"])
+    print(f"client-size std over seeds 0-2: library {np.round(spread['library'])} "
+          f"(mean {library:.0f}), pfllib {np.round(spread['pfllib'])} (mean {pfllib:.0f})")
+    assert pfllib < 0.7 * library
+    assert max(spread["pfllib"]) < min(spread["library"])
+
+
+@pytest.mark.parametrize("split", [
+    lambda labels, g: partition.pfllib_dirichlet(labels, 20, 0.1, g, least_samples=10),
+    lambda labels, g: partition.pfllib_pathological(labels, 20, 2, g, balance=False),
+    lambda labels, g: partition.pfllib_iid(labels, 5, g, balance=False),
+])
+def test_pfllib_rules_are_reproducible(split):
+    labels = ten_class_labels(100)
+    first, again, other = split(labels, rng(5)), split(labels, rng(5)), split(labels, rng(6))
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, other))
+    assert_exact_cover(first, len(labels))
+
+
+def test_pfllib_dir_refuses_an_impossible_floor_and_gives_up_after_max_attempts():
+    labels = ten_class_labels(100)
+    with pytest.raises(ValueError, match=r"1200 for 30 clients, but there are 1000.*at most 25"):
+        partition.pfllib_dirichlet(labels, 30, 0.1, rng(), least_samples=40)
+    # exactly N / num_clients each is feasible but (almost surely) never drawn
+    with pytest.raises(ValueError, match="in 5 attempts"):
+        partition.pfllib_dirichlet(labels, 20, 0.1, rng(), least_samples=50, max_attempts=5)
+
+
+@pytest.mark.parametrize("balance", [True, False])
+def test_pfllib_pat_fills_the_first_clients_with_room_in_class_order(balance):
+    labels = ten_class_labels(100)
+    parts = partition.pfllib_pathological(labels, 20, 2, rng(1), balance=balance,
+                                          least_samples=40)
+    assert_exact_cover(parts, len(labels))
+    # ceil(20 / 10 * 2) = 4 holders per class: classes 0, 1 -> clients 0-3, 2, 3 -> 4-7, ...
+    for client, part in enumerate(parts):
+        first = 2 * (client // 4)
+        assert np.unique(labels[part]).tolist() == [first, first + 1]
+    for cls in range(10):
+        shares = [int(np.sum(labels[p] == cls)) for p in parts if np.any(labels[p] == cls)]
+        assert sum(shares) == 100
+        if balance:
+            assert shares == [25, 25, 25, 25]
+        else:  # randint over [int(max(25 / 10, 40 / 10)), int(25)); the last holder takes the rest
+            assert all(4 <= s < 25 for s in shares[:-1])
+        # contiguous runs of the class's samples, in pool order
+        runs = np.concatenate([p[labels[p] == cls] for p in parts])
+        assert np.array_equal(runs, np.arange(100 * cls, 100 * (cls + 1)))
+
+
+def test_pfllib_pat_on_cifar100_shape_gives_ten_classes_each():
+    labels = cifar100_shaped_labels()
+    parts = partition.pfllib_pathological(labels, 20, 10, rng(2), balance=False)
+    assert_exact_cover(parts, len(labels))
+    assert all(len(np.unique(labels[p])) == 10 for p in parts)
+
+
+def test_pfllib_pat_refuses_what_the_original_cannot_deal():
+    labels = ten_class_labels(100)
+    # ceil(3 / 10 * 4) = 2 holders per class: clients 0, 1 are full after 4 classes, client
+    # 2 after 8, and classes 8, 9 have nowhere to go (the library's pat deals this fine)
+    with pytest.raises(ValueError, match="no client has room left for class 8"):
+        partition.pfllib_pathological(labels, 3, 4, rng())
+    assert len(partition.pat(labels, 3, 4, rng())) == 3
+    with pytest.raises(ValueError, match=r"range \[4, 2\) empty"):
+        partition.pfllib_pathological(labels, 40, 10, rng())
+    # balanced with under one sample per holder: int(0.5) = 0 for all but the last
+    with pytest.raises(ValueError, match="with no samples"):
+        partition.pfllib_iid(ten_class_labels(2), 4, rng(), balance=True)
+
+
+def test_pfllib_iid_is_stratified_contiguous_runs():
+    labels = ten_class_labels(103)
+    parts = partition.pfllib_iid(labels, 4, rng(), balance=True)
+    assert_exact_cover(parts, len(labels))
+    for client, part in enumerate(parts):
+        expected = 25 if client < 3 else 28
+        assert np.bincount(labels[part], minlength=10).tolist() == [expected] * 10
+
+
+def test_partition_indices_dispatches_on_the_rule():
+    labels = ten_class_labels(100)
+    common = dict(niid=True, balance=False, partition="dir", alpha=0.1, least_samples=40)
+    assert all(np.array_equal(a, b) for a, b in zip(
+        partition.partition_indices(labels, 5, rng(3), rule="pfllib", **common),
+        partition.pfllib_dirichlet(labels, 5, 0.1, rng(3), least_samples=40)))
+    assert all(np.array_equal(a, b) for a, b in zip(
+        partition.partition_indices(labels, 5, rng(3), **common),
+        partition.dirichlet(labels, 5, 0.1, rng(3), least_samples=40)))
+    iid_parts = partition.partition_indices(labels, 5, rng(), niid=False, balance=True,
+                                            partition=None, rule="pfllib")
+    assert all(np.bincount(labels[p]).tolist() == [20] * 10 for p in iid_parts)
+    with pytest.raises(ValueError, match="partition rule must be one of library, pfllib"):
+        partition.partition_indices(labels, 5, rng(), rule="fedml", **common)
+
+
+def test_generator_records_the_partition_rule_and_refuses_an_impossible_one(tmp_path, capsys,
+                                                                           monkeypatch):
+    pool = generate_MNIST5k.load_pool()
+    monkeypatch.setattr(generate_MNIST5k, "load_pool", lambda: pool)  # load it once
+    out = tmp_path / "M"
+    assert generate_MNIST5k.main(["noniid", "-", "dir", "--partition_rule", "pfllib",
+                                  "--num_clients", "5", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "PFLlib's rule" in printed
+    with open(out / "config.json") as f:
+        assert json.load(f)["partition_rule"] == "pfllib"
+    config = htfl_format.read_config(str(out))
+    assert config.partition_rule == "pfllib"
+    sizes = [sum(count for _, count in pairs) for pairs in config.label_counts]
+    assert sum(sizes) == 5000 and min(sizes) >= 40
+
+    assert generate_MNIST5k.main(["iid", "balance", "-", "--num_clients", "4",
+                                  "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert htfl_format.read_config(str(out)).partition_rule == "library"
+
+    for argv, message in [
+            (["noniid", "-", "dir", "--num_clients", "200"], "needs at least 40 samples per client"),
+            (["noniid", "-", "pat", "--num_clients", "3", "--class_per_client", "4"],
+             "no client has room left for class 8")]:
+        status = generate_MNIST5k.main(argv + ["--partition_rule", "pfllib",
+                                               "--out", str(tmp_path / "bad")])
+        captured = capsys.readouterr()
+        assert status == 2 and captured.out == ""
+        assert captured.err.count("\n") == 1 and captured.err.startswith("error: ")
+        assert message in captured.err
+    assert not (tmp_path / "bad" / "config.json").exists()
