@@ -1,0 +1,84 @@
+"""rehearse_paper.py's pure parts: clone checks, run_me.sh parsing, h5 growth, the disk estimate."""
+import os
+
+import numpy as np
+import pytest
+
+import rehearse_paper as rp
+
+SUITE = {"algorithms": ["FedProto", "FedKTL-stylegan-xl"], "settings": [("Cifar100-dir", 100), ("Flowers102-pat", 102)],
+         "repetitions": 3, "auto_break": True, "max_rounds": 2000, "common_flags": []}
+MEASURED = {"h5_fixed_bytes": 10_000, "h5_bytes_per_round": 160, "config_bytes": 2_000, "finished_bytes": 100,
+            "png_bytes_per_pixel": 2.0, "checkpoint_bytes": 1_000_000, "dataset_bytes_per_value": 4.0,
+            "generator_bytes": {"FedKTL-stylegan-xl": 5_000}}
+
+
+def rows_by_start(rows):
+    return {row["item"].split(",")[0].split(":")[0]: row for row in rows}
+
+
+def test_disk_estimate_arithmetic():
+    rows = rows_by_start(rp.estimate_paper_disk(SUITE, MEASURED, grids=12))
+    runs = 2 * 2 * 3
+    assert rows["results h5"]["bytes"] == runs * (10_000 + 160 * 2000)
+    assert rows["config json"]["bytes"] == runs * 2_000
+    assert rows["checkpoints/finished.json"]["bytes"] == runs * 100
+    # one FedKTL algorithm: 3 repetitions x 12 grids x (100 x 32^2 + 102 x 64^2 pixels) x 2 B
+    assert rows["image grids"]["bytes"] == pytest.approx(3 * 12 * 2.0 * (100 * 32 ** 2 + 102 * 64 ** 2))
+    assert rows["datasets"]["bytes"] == pytest.approx(4.0 * 3 * (60000 * 32 ** 2 + 8189 * 64 ** 2))
+    assert rows["generator weights"]["bytes"] == 5_000
+    assert rows["while running"]["bytes"] == 2 * 1_000_000
+    assert rows["with --ckpt_keep_final (not the default)"]["optional"]
+    totals = rp.disk_totals(list(rows.values()))
+    kept = sum(rows[k]["bytes"] for k in ("results h5", "config json", "checkpoints/finished.json", "image grids",
+                                          "datasets", "generator weights"))
+    assert totals == {"after_the_suite": kept, "peak_while_running": kept + 2 * 1_000_000}
+
+
+def test_image_grids_follow_the_default_schedule():
+    assert rp.image_grids_per_run(2000) == 12  # 0, 1, 2, 5, ..., 1000 and the last
+    assert rp.image_grids_per_run(2) == 2
+
+
+def test_h5_layout_counts_per_round_series_and_the_fixed_rest():
+    series = {"round_seconds": np.zeros(2), "rs_test_acc": np.zeros(3), "setup_bytes_down": np.zeros(1),
+              "phase_seconds": {"generation": np.zeros(2), "alignment": np.zeros(2)}}
+    layout = rp.h5_layout(series, rounds=2, file_bytes=1_000)
+    assert layout["growing_series"] == 4 and layout["bytes_per_round"] == 32
+    assert layout["fixed_bytes"] == 1_000 - 8 * (2 + 3 + 1 + 2 + 2)
+
+
+def test_reads_run_me_paper_suite():
+    suite = rp.read_paper_suite()
+    assert len(suite["algorithms"]) * len(suite["settings"]) * suite["repetitions"] == 240
+    assert suite["auto_break"] and suite["max_rounds"] == 2000
+    flags = rp.paper_flags(suite, rounds=2, threads=2)
+    assert "-t" not in flags and "--out" not in flags
+    assert flags[flags.index("-m") + 1] == "HtFE8" and flags[flags.index("-gr") + 1] == "2"
+
+
+def test_missing_or_incomplete_clone_is_a_one_line_error(tmp_path, capsys):
+    assert rp.main_cli(["--variants", "FedKTL-stylegan-3", "--nvlabs", str(tmp_path / "absent")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --nvlabs") and "is not a folder" in err and "\n" not in err
+    (tmp_path / "dnnlib").mkdir()
+    (tmp_path / "dnnlib" / "__init__.py").write_text("")
+    assert rp.main_cli(["--variants", "FedKTL-stylegan-xl", "--stylegan_xl", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "lacks" in err and "in_embeddings/tf_efficientnet_lite0.pkl" in err and "\n" not in err
+    assert rp.main_cli(["--variants", "FedKTL-stylegan-3"]) == 2
+    assert "--nvlabs is required" in capsys.readouterr().err
+
+
+def test_unknown_variant_is_an_error(capsys):
+    assert rp.main_cli(["--variants", "FedAvg"]) == 2
+    assert "unknown --variants FedAvg" in capsys.readouterr().err
+
+
+def test_bytes_by_kind():
+    files = [("a.h5", 10), ("a.config.json", 2), (os.path.join("a", "generated_round_0000.png"), 5),
+             (os.path.join("a", "checkpoints", "round_000002.pt"), 100),
+             (os.path.join("a", "checkpoints", "finished.json"), 1)]
+    kinds = rp.bytes_by_kind(files)
+    assert kinds["checkpoint"] == {"files": 1, "bytes": 100} and kinds["other"]["bytes"] == 1
+    assert kinds["png"]["bytes"] == 5 and kinds["results_h5"]["bytes"] == 10
