@@ -283,14 +283,20 @@ def installed_version(top: str):
     """The installed version of the package providing module `top`, "" when it is there
     but its version is unknown, None when it is not installed."""
     try:
-        if importlib.util.find_spec(top) is None:
+        spec = importlib.util.find_spec(top)
+        if spec is None:
             return None
     except (ImportError, ValueError):  # ValueError: a module in sys.modules without a spec
         return None
     try:
-        return importlib.metadata.version(KNOWN_PACKAGES.get(top, (top,))[0])
+        distribution = importlib.metadata.distribution(KNOWN_PACKAGES.get(top, (top,))[0])
     except importlib.metadata.PackageNotFoundError:
         return ""
+    # Only the distribution the module is imported from says its version (another copy may
+    # sit earlier on sys.path).
+    origin = os.path.realpath(spec.origin or "")
+    root = os.path.realpath(str(distribution.locate_file("")))
+    return distribution.version if origin.startswith(root + os.sep) else ""
 
 
 def diagnose(missing: MissingCode):
