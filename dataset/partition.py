@@ -100,10 +100,7 @@ def dirichlet(labels: np.ndarray, num_clients: int, alpha: float,
     """
     labels = _as_labels(labels)
     _check_clients(num_clients, len(labels))
-    if not alpha > 0:
-        raise ValueError(f"alpha must be positive, got {alpha}")
-    if least_samples < 0:
-        raise ValueError(f"least_samples must be >= 0, got {least_samples}")
+    _check_dirichlet(alpha, least_samples)
     if num_clients * least_samples > len(labels):
         raise ValueError(f"least_samples={least_samples} for {num_clients} clients needs "
                          f"{num_clients * least_samples} samples but there are {len(labels)}: "
@@ -182,10 +179,7 @@ def pfllib_dirichlet(labels: np.ndarray, num_clients: int, alpha: float,
     """
     labels = _as_labels(labels)
     _check_clients(num_clients, len(labels))
-    if not alpha > 0:
-        raise ValueError(f"alpha must be positive, got {alpha}")
-    if least_samples < 0:
-        raise ValueError(f"least_samples must be >= 0, got {least_samples}")
+    _check_dirichlet(alpha, least_samples)
     if max_attempts < 1:
         raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
     total = len(labels)
@@ -360,6 +354,13 @@ def _as_labels(labels) -> np.ndarray:
         raise ValueError(f"labels must be a 1-D integer array, got {labels.dtype} "
                          f"with shape {labels.shape}")
     return labels
+
+
+def _check_dirichlet(alpha: float, least_samples: int) -> None:
+    if not alpha > 0:
+        raise ValueError(f"alpha must be positive, got {alpha}")
+    if least_samples < 0:
+        raise ValueError(f"least_samples must be >= 0, got {least_samples}")
 
 
 def _check_clients(num_clients: int, num_samples: int) -> None:
