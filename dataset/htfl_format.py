@@ -7,11 +7,13 @@ Layout of one dataset folder::
     <folder>/test/<client id>.npz
 
 Every npz holds a single pickled dict under the key ``'data'`` with ``'x'``
-(float32, N x C x H x W) and ``'y'`` (int64, N). PFLlib writes it with
-``np.savez_compressed(path, data={'x': x, 'y': y})`` and reads it with
-``np.load(path, allow_pickle=True)['data'].tolist()``; we do the same so folders move
-freely between the two libraries. Unpickling runs code from the file, so only load
-dataset folders you made or trust.
+(float32, N x C x H x W, every value finite) and ``'y'`` (int64, N). PFLlib writes it
+with ``np.savez_compressed(path, data={'x': x, 'y': y})`` and reads it with
+``np.load(path, allow_pickle=True)['data'].tolist()``; we write it the same way, so
+folders move freely between the two libraries, but read it without ``allow_pickle``: the
+pickle is replayed with only numpy's array and dtype rebuilders available, and a file
+whose pickle names anything else (a function that would run on loading) is refused
+before any of it runs.
 
 config.json carries PFLlib's fields plus our own: ``label_names``, ``image_shape``
 and, from the generators, ``partition_rule`` and ``imbalance_factor`` (all optional
@@ -19,6 +21,8 @@ when reading, since PFLlib does not write them).
 """
 import json
 import os
+import pickle
+import zipfile
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -213,25 +217,96 @@ def read_client_split(folder: str, split: str, client_id: int) -> tuple:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} is missing")
     try:
-        # Opened here so the file is closed even when numpy fails half way through.
-        with open(path, "rb") as f:
-            loaded = np.load(f, allow_pickle=True)
-            is_archive = isinstance(loaded, np.lib.npyio.NpzFile)
-            if is_archive:
-                with loaded as npz:
-                    record = npz["data"].tolist() if "data" in npz.files else None
-    # A damaged file can fail anywhere in zip, zlib or pickle, each with its own
-    # exception type; all of them mean the same thing to the caller.
+        record = _read_data_entry(path)
+    except UnsafeFileError:
+        raise
+    # A damaged file can fail anywhere in zip, zlib, the npy header or the pickle, each with
+    # its own exception type; all of them mean the same thing to the caller.
     except Exception as exc:  # noqa: BLE001
         raise ValueError(f"{path} is not a readable npz file "
                          f"({type(exc).__name__}: {_one_line(exc)})") from exc
-    if not is_archive:
+    if record is _NOT_ARCHIVE:
         raise ValueError(f"{path} is not an npz archive (a bare array or pickle)")
-    if record is None:
+    if record is _NO_DATA:
         raise ValueError(f"{path} has no 'data' entry (not written in the PFLlib format)")
     if not isinstance(record, dict) or "x" not in record or "y" not in record:
         raise ValueError(f"{path} must hold a dict with keys 'x' and 'y' under 'data'")
     return _checked_arrays(np.asarray(record["x"]), np.asarray(record["y"]), path)
+
+
+class UnsafeFileError(ValueError):
+    """A data file whose pickle names something other than numpy's array rebuilders."""
+
+
+# What `_read_data_entry` returns for a file that is no zip archive / has no 'data' member.
+_NOT_ARCHIVE = object()
+_NO_DATA = object()
+_ZIP_PREFIXES = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first entry, or an empty zip
+
+
+def _read_data_entry(path: str):
+    """The value stored under 'data' in the npz at `path`, read without running its pickle."""
+    with open(path, "rb") as f:
+        if f.read(4) not in _ZIP_PREFIXES:
+            f.seek(0)
+            start = f.read(len(np.lib.format.MAGIC_PREFIX))
+            if start == np.lib.format.MAGIC_PREFIX or start[:1] == b"\x80":  # .npy or pickle
+                return _NOT_ARCHIVE
+            raise ValueError("not a zip archive")
+        f.seek(0)
+        with zipfile.ZipFile(f) as archive:
+            if "data.npy" not in archive.namelist():
+                return _NO_DATA
+            with archive.open("data.npy") as member:
+                version = np.lib.format.read_magic(member)
+                if version == (1, 0):
+                    _, _, dtype = np.lib.format.read_array_header_1_0(member)
+                elif version == (2, 0):
+                    _, _, dtype = np.lib.format.read_array_header_2_0(member)
+                else:
+                    raise ValueError(f"unsupported .npy version {version[0]}.{version[1]}")
+                if not dtype.hasobject:
+                    member.seek(0)
+                    return np.lib.format.read_array(member, allow_pickle=False)
+                array = _ArrayUnpickler(member, path).load()
+    if not isinstance(array, np.ndarray):
+        raise ValueError(f"'data' holds a {type(array).__name__}, not an array")
+    return array.tolist()  # the dict inside PFLlib's 0-d object array
+
+
+def _array_rebuilders() -> dict:
+    """{(module, name): object} for the globals numpy's pickles of arrays and dtypes name,
+    under numpy 1.x's module names and 2.x's, taken from live objects rather than imported
+    by name."""
+    rebuilders = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+    reconstruct = np.zeros(0).__reduce__()[0]
+    scalar = np.float32(0).__reduce__()[0]
+    frombuffer = np.zeros(1).__reduce_ex__(5)[0]  # protocol 5's out-of-band form
+    for core in ("numpy.core", "numpy._core"):
+        rebuilders[(f"{core}.multiarray", "_reconstruct")] = reconstruct
+        rebuilders[(f"{core}.multiarray", "scalar")] = scalar
+        rebuilders[(f"{core}.numeric", "_frombuffer")] = frombuffer
+    return rebuilders
+
+
+_ARRAY_REBUILDERS = _array_rebuilders()
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Replays a pickle of numpy arrays, dicts, lists and plain values; any other global
+    (the only way a pickle runs code) is refused before it is looked up."""
+
+    def __init__(self, file, path: str):
+        # latin1: Python 2 pickles of arrays hold their bytes as str (PFLlib's are Python 3).
+        super().__init__(file, encoding="latin1")
+        self.path = path
+
+    def find_class(self, module, name):
+        found = _ARRAY_REBUILDERS.get((module, name))
+        if found is None:
+            raise UnsafeFileError(f"{self.path} was refused: its 'data' pickle names {module}.{name}, "
+                                  f"and a data file may only hold numpy arrays (nothing in it was run)")
+        return found
 
 
 def _checked_arrays(x: np.ndarray, y: np.ndarray, where: str) -> tuple:
@@ -248,6 +323,12 @@ def _checked_arrays(x: np.ndarray, y: np.ndarray, where: str) -> tuple:
         raise ValueError(f"{where}: x has {len(x)} samples but y has {len(y)}")
     if y.size and y.min() < 0:
         raise ValueError(f"{where}: y contains negative label {int(y.min())}")
+    # One float64 sum (no mask as large as x) is not finite when a value is; only then count them.
+    if x.size and not np.isfinite(x.sum(dtype=np.float64)):
+        bad = int(x.size - np.count_nonzero(np.isfinite(x)))
+        if bad:
+            raise ValueError(f"{where}: x holds {bad} NaN or infinite value{'s' if bad > 1 else ''} "
+                             f"(of {x.size})")
     return (np.ascontiguousarray(x, dtype=np.float32),
             np.ascontiguousarray(y, dtype=np.int64))
 

@@ -10,6 +10,8 @@ import importlib.util
 import json
 import math
 import os
+import re
+import sys
 
 from utils.errors import UserError
 
@@ -58,6 +60,11 @@ DEFAULT_ROUNDS = 50
 #: HtFLlib's default: runs with -ab and no -gr end by auto-break, not by the round count
 DEFAULT_ROUNDS_AUTO_BREAK = 2000
 
+#: flags a --config file never sets: files that get loaded or put on sys.path, where the run reads and
+#: writes, and how it starts; a config file is data, and these must come from the command line
+COMMAND_LINE_ONLY = frozenset({"generator_path", "stylegan_utils", "prompt_model", "config", "resume", "out",
+                               "data_root", "ray_address"})
+
 TRUE_WORDS = {"1", "true", "t", "yes", "y", "on"}
 FALSE_WORDS = {"0", "false", "f", "no", "n", "off"}
 
@@ -79,8 +86,21 @@ def add_bool(parser, *names, default=False, help=""):
                         metavar="BOOL", help=help)
 
 
+def fail(message: str):
+    """End the run as any user mistake ends: one `error:` line, exit status 2."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, except that a mistake is one line (argparse prints its whole usage first)."""
+
+    def error(self, message):
+        fail(f"{' '.join(message.split())}; {self.prog} -h lists the flags")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python system/main.py",
         description="Heterogeneous federated learning with a server-side pre-trained generator.")
     g = p.add_argument_group("run")
@@ -120,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="batch size of passes without gradients (evaluation, prototypes)")
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     g.add_argument("--config", default=None,
-                   help="a saved *.config.json; its values become defaults, flags still override")
+                   help="a saved *.config.json; its hyperparameters become defaults, flags still override "
+                        "(paths such as --out, -GPath, --data_root are taken from the command line only)")
     x = p.add_argument_group("execution")
     x.add_argument("--executor", default="inprocess", choices=["inprocess", "ray"],
                    help="where clients run: in this process one after another, or in Ray actors (default inprocess)")
@@ -157,16 +178,19 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("-lam", "--lamda", type=float, default=None, help="per-algorithm weight: FedKTL centroid MSE (1.0), FedProto/FedTGP prototype MSE (10), FD logit MSE (1)")
     k.add_argument("-mu", "--mu", type=float, default=None, help="weight of the latent MSE on clients (50)")
     k.add_argument("-GPath", "--generator_path", default=None,
-                   help="generator weights: a built-in .pt (default: the bundled one), a StyleGAN "
-                        "pickle, or a Stable Diffusion folder, by -algo")
+                   help="generator weights, by -algo: a built-in .pt (FedKTL; default: the bundled one), a "
+                        "StyleGAN pickle (FedKTL-stylegan-3/-xl: required; unpickling runs its code, so name only "
+                        "files you trust) or a Stable Diffusion folder (FedKTL-stable-diffusion: required; GPT-FL: "
+                        "optional); relative paths are tried from the working directory, then the repository root")
     k.add_argument("-gbs", "--gen_batch_size", type=int, default=None,
                    help="images per generator call (default 0: FedKTL all classes at once, GPT-FL 64 with "
                         "the built-in generator and 8 with Stable Diffusion; halved on GPU out-of-memory)")
     k.add_argument("-prompt", "--stable_diffusion_prompt", default="a cat",
                    help="Stable Diffusion prompt, encoded once per run (default 'a cat')")
     k.add_argument("--stylegan_utils", default=None, metavar="DIR",
-                   help="folder holding NVlabs' torch_utils/ and dnnlib/, needed to unpickle StyleGAN "
-                        "pickles (default stylegan/stylegan-utils when present)")
+                   help="folder holding NVlabs' torch_utils/ and dnnlib/ (a stylegan3 or stylegan-xl clone, e.g. "
+                        "stylegan/stylegan-utils), needed to unpickle StyleGAN pickles; no default: only a folder "
+                        "named here is put on sys.path")
     k.add_argument("--sd_steps", type=int, default=50, help="Stable Diffusion denoising steps (50)")
     k.add_argument("--sd_guidance", type=float, default=7.5, help="classifier-free guidance scale (7.5)")
     add_bool(k, "--sd_fp16", help="Stable Diffusion weights in float16 (CUDA only)")
@@ -216,19 +240,86 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
+    taken, ignored = {}, []
     if args.config:
-        try:
-            with open(args.config) as f:
-                saved = json.load(f)
-        except (OSError, ValueError) as exc:
-            parser.error(f"cannot read --config {args.config}: {exc}")
-        known = {action.dest for action in parser._actions}
-        parser.set_defaults(**{k: v for k, v in saved.items() if k in known and k != "config"})
+        taken, ignored = read_config(parser, args.config)
+        parser.set_defaults(**taken)
         args = parser.parse_args(argv)
-    if RECIPES[args.recipe]:
-        parser.set_defaults(**RECIPES[args.recipe])
+    recipe = RECIPES[args.recipe]
+    if recipe:
+        if taken.get("recipe") == args.recipe:
+            # the file was saved under this recipe: its values already hold it, plus any flag that overrode it
+            recipe = {dest: value for dest, value in recipe.items() if dest not in taken}
+        parser.set_defaults(**recipe)
         args = parser.parse_args(argv)
+    if args.config:
+        note_ignored(args, ignored)
     return args
+
+
+def read_config(parser, path: str):
+    """The hyperparameters of the JSON object in `path`, type-checked against their flags, and
+    the entries left out: (taken {dest: value}, ignored [(key, value)])."""
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except OSError as exc:
+        fail(f"cannot read --config {path}: {exc.strerror or exc}")
+    except (ValueError, RecursionError) as exc:
+        fail(f"--config {path} is not valid JSON ({' '.join(str(exc).split())}): give a saved *.config.json")
+    if not isinstance(saved, dict):
+        fail(f"--config {path} must hold a JSON object of flag names and values, e.g. "
+             f'{{"global_rounds": 10}}, got {json_type(saved)}')
+    actions = {action.dest: action for action in parser._actions if action.dest != "help"}
+    taken, ignored = {}, []
+    for key, value in saved.items():
+        if key in COMMAND_LINE_ONLY or key not in actions:
+            ignored.append((key, value))
+            continue
+        if key == "device" and isinstance(value, str) and re.fullmatch(r"cuda:\d+", value):
+            value = "cuda"  # main.py saves the device it chose; -did is saved beside it
+        problem = config_value_problem(actions[key], value)
+        if problem:
+            fail(f"--config {path}: {key!r} must be {problem}, got {json.dumps(value)}")
+        taken[key] = value
+    return taken, ignored
+
+
+def json_type(value) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+             float: "a number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def config_value_problem(action, value):
+    """What `value` from a config file should be for `action`'s flag, or None when it fits."""
+    if value is None and action.default is None:
+        return None
+    if action.choices is not None:
+        return None if value in action.choices else "one of " + ", ".join(json.dumps(c) for c in action.choices)
+    if action.type is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
+    if action.type is float:
+        return None if isinstance(value, (int, float)) and not isinstance(value, bool) else "a number"
+    if action.type is str2bool or isinstance(action.const, bool):
+        return None if isinstance(value, bool) else "true or false"
+    return None if isinstance(value, str) else "a string"
+
+
+def note_ignored(args, ignored) -> None:
+    """One line naming the config entries that were not used (a saved config holds every flag, so
+    only those whose value differs from the one in effect are worth naming)."""
+    command_line = sorted(key for key, value in ignored
+                          if key in COMMAND_LINE_ONLY and key != "config" and value != getattr(args, key))
+    unknown = sorted(key for key, _ in ignored if key not in COMMAND_LINE_ONLY and not hasattr(args, key))
+    parts = []
+    if command_line:
+        parts.append(f"ignored {', '.join(command_line)}: these are taken from the command line only, "
+                     f"give them there")
+    if unknown:
+        parts.append(f"ignored {', '.join(unknown)}: not flags of this version")
+    if parts:
+        print(f"note: --config {args.config}: {'; '.join(parts)}", file=sys.stderr)
 
 
 def apply_algorithm_defaults(args, server_class) -> None:
@@ -245,7 +336,32 @@ def flag_name(dest: str) -> str:
     return SHORT_FLAGS.get(dest, "--" + dest)
 
 
+def check_plain_name(flag: str, name) -> None:
+    """`name` becomes part of a file or folder name: one path component, nothing else."""
+    if (not isinstance(name, str) or name in ("", ".", "..") or "\0" in name
+            or any(sep and sep in name for sep in (os.sep, os.altsep))):
+        raise UserError(f"{flag} must be a plain name without a path separator (not empty, . or ..), "
+                        f"got {name!r}")
+
+
+def check_out_folder(out) -> None:
+    """--out can be created or written to; creates nothing."""
+    if not isinstance(out, str) or not out:
+        raise UserError("--out must name a folder")
+    if os.path.lexists(out) and not os.path.isdir(out):
+        raise UserError(f"--out {out} exists and is not a folder: choose another --out")
+    existing = os.path.abspath(out)
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UserError(f"--out {out} is not writable: {existing} is not a folder; choose another --out")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out} is not writable: no write permission in {existing}; choose another --out")
+
+
 def validate(args) -> None:
+    from trainmodel.families import resolve_family  # pulls in the model code: only when validating
+
     for dest, value in sorted(vars(args).items()):
         if isinstance(value, float) and not math.isfinite(value):
             raise UserError(f"{flag_name(dest)} must be a finite number, got {value}")
@@ -286,5 +402,9 @@ def validate(args) -> None:
     for ok, message in checks:
         if not ok:
             raise UserError(message)
+    check_plain_name("-data", args.dataset)
+    check_plain_name("-go", args.goal)
+    check_out_folder(args.out)
+    resolve_family(args.model_family)  # an unknown -m is told before the dataset is loaded
     for module in OPTION_MODULES:
         importlib.import_module(module).validate(args)

@@ -4,7 +4,6 @@
     python system/main.py                       # FedKTL, built-in generator, MNIST5k, 20 clients
     python system/main.py -algo Local -gr 10    # the local-training reference
 """
-import json
 import os
 import sys
 import time
@@ -19,10 +18,12 @@ import torch  # noqa: E402
 
 from cli import apply_algorithm_defaults, parse_args, validate  # noqa: E402
 from flcore.registry import get_server_class  # noqa: E402
-from utils.checkpoints import CheckpointStore  # noqa: E402
-from utils.data_utils import load_federated_dataset  # noqa: E402
+from utils.checkpoints import FINISHED, CheckpointStore  # noqa: E402
+from utils.data_utils import check_training_sizes, load_federated_dataset  # noqa: E402
 from utils.errors import UserError  # noqa: E402
-from utils.result_utils import result_name, summarize_repetitions  # noqa: E402
+from utils.result_utils import result_name, summarize_repetitions, write_json, write_results  # noqa: E402
+from utils.resume import check_finished_run, data_signature, load_resume_state  # noqa: E402
+from utils.run_lock import RunLock, held_message, is_held  # noqa: E402
 
 
 def choose_device(args) -> None:
@@ -35,6 +36,7 @@ def choose_device(args) -> None:
 
 
 def run(args) -> None:
+    # Every check that can fail comes before the first file is written.
     server_class = get_server_class(args.algorithm)
     apply_algorithm_defaults(args, server_class)
     validate(args)
@@ -44,29 +46,61 @@ def run(args) -> None:
         torch.set_num_threads(args.threads)
     data = load_federated_dataset(args.dataset, args.num_clients, args.num_classes, args.data_root)
     args.num_classes = data.num_classes
-    os.makedirs(args.out, exist_ok=True)
+    for warning in check_training_sizes(data, args.batch_size, args.stored_order):
+        print(warning, file=sys.stderr)
+    signature = data_signature(data)
     print(f"{args.algorithm} on {args.dataset}: {args.num_clients} clients ({args.model_family}), "
           f"{args.num_classes} classes, {args.global_rounds} rounds, device {args.device}, seed {args.seed}")
     for index in range(args.prev, args.times):
-        started = time.time()
-        name = result_name(args.dataset, args.algorithm, args.goal, index)
-        store = CheckpointStore(os.path.join(args.out, name))
-        finished = store.finished() if args.resume else None
-        if finished:
-            if not args.ckpt_keep_final:
-                store.remove_rounds()  # left behind by a kill between the finished mark and their removal
-            print(f"{name} already finished after {finished['rounds_done']} round(s): results in "
-                  f"{finished['results']}")
-            continue
-        with open(os.path.join(args.out, name + ".config.json"), "w") as f:
-            json.dump(vars(args), f, indent=2, sort_keys=True)
-        server = server_class(args, index, data)
-        try:
-            server.train()
-        finally:
-            server.close()
-        print(f"repetition {index} took {time.time() - started:.1f} s")
+        run_repetition(args, server_class, data, signature, index)
     print(summarize_repetitions(args.out, args.dataset, args.algorithm, args.goal, args.times))
+
+
+def run_repetition(args, server_class, data, signature: dict, index: int) -> None:
+    started = time.time()
+    name = result_name(args.dataset, args.algorithm, args.goal, index)
+    run_dir = os.path.join(args.out, name)
+    if is_held(run_dir):
+        raise UserError(held_message(run_dir))
+    store = CheckpointStore(run_dir, keep=args.ckpt_keep)
+    state, damaged = None, []
+    if args.resume:
+        finished = store.finished()
+        if finished:
+            check_finished_run(finished, args, signature, store.folder)
+            with RunLock(run_dir):
+                report_finished(args, store, finished, name, index)
+            return
+        state, damaged = load_resume_state(store, args, signature)
+        if state is None:
+            print(f"[{name}] no checkpoint in {store.folder}: starting from round 0")
+    server = server_class(args, index, data)
+    server.data_signature_cache = signature
+    try:
+        with RunLock(run_dir):
+            server.set_aside_damaged(damaged)
+            server.begin(state)
+            write_json(os.path.join(args.out, name + ".config.json"), vars(args))
+            server.train()
+    finally:
+        server.close()
+    print(f"repetition {index} took {time.time() - started:.1f} s")
+
+
+def report_finished(args, store: CheckpointStore, finished: dict, name: str, index: int) -> None:
+    """`--resume` of a finished run: say where its results are, rebuilding a deleted h5 from
+    the series the finished mark keeps."""
+    if not args.ckpt_keep_final:
+        store.remove_rounds()  # left behind by a kill between the finished mark and their removal
+    results = os.path.join(args.out, name + ".h5")
+    if not os.path.exists(results):
+        if "series" not in finished:
+            raise UserError(f"{results} is missing and {store.folder} holds no copy of its series (written by an "
+                            f"older version): drop --resume to run it again")
+        write_results(results, finished["series"],
+                      dict(vars(args), run_index=index, run_seed=args.seed + index))
+        print(f"[{name}] {results} was missing: rebuilt from {os.path.join(store.folder, FINISHED)}")
+    print(f"{name} already finished after {finished['rounds_done']} round(s): results in {results}")
 
 
 def main(argv=None) -> int:

@@ -649,14 +649,15 @@ def measured_for_estimate(results: dict, default_run: dict, data_folder: str, pr
     files = dict(default_run["files"]) if default_run else {}
     finished = next((size for path, size in files.items() if path.endswith("finished.json")), 0)
     config = next((size for path, size in source["files"] if path.endswith(".config.json")), 0)
-    import numpy as np
+    from dataset import htfl_format  # reads data files without unpickling them
 
     values = 0
-    for root, _, names in os.walk(data_folder):
-        for name in names:
+    for split in htfl_format.SPLITS:
+        split_dir = os.path.join(data_folder, split)
+        for name in os.listdir(split_dir) if os.path.isdir(split_dir) else []:
             if name.endswith(".npz"):
-                with np.load(os.path.join(root, name), allow_pickle=True) as blob:
-                    values += blob["data"].tolist()["x"].size
+                x, _ = htfl_format.read_client_split(data_folder, split, int(name[:-len(".npz")]))
+                values += x.size
     return {"h5_fixed_bytes": layout["fixed_bytes"], "h5_bytes_per_round": layout["bytes_per_round"],
             "config_bytes": config, "finished_bytes": finished,
             "png_bytes_per_pixel": png["bytes"] / max(1, png["files"]) / (100 * 32 * 32),

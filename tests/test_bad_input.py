@@ -33,6 +33,12 @@ def run_main(*flags, cwd=ROOT):
     (["-data", "Broken", "-nc", "4"], "2.npz"),
     (["-data", "Tiny", "-nc", "4", "-algo", "FedNope"], "choose one of"),
     (["-data", "Tiny", "-nc", "4", "-m", "ResNet999"], "ResNet999"),
+    (["-data", "NoSuchData", "-m", "ResNet999"], "ResNet999"),  # told before the dataset is looked for
+    (["-data", "../Tiny", "-nc", "4"], "-data must be a plain name"),
+    (["-data", "..", "-nc", "4"], "-data must be a plain name"),
+    (["-data", "Tiny", "-nc", "4", "-go", "a/b"], "-go must be a plain name"),
+    (["-data", "Tiny", "-nc", "4", "-go", ".."], "-go must be a plain name"),
+    (["-data", "Tiny", "-nc", "4", "-go", ""], "-go must be a plain name"),
     (["-data", "Tiny", "-nc", "4", "-nb", "7"], "7"),
     (["-data", "Tiny", "-nc", "9"], "9"),
     (["-data", "Tiny", "-nc", "4", "-GPath", "/no/such/generator.pt"], "-GPath"),
@@ -74,8 +80,38 @@ def test_bad_flag_values_are_refused_before_any_work(data_root, tmp_path, capsys
     assert not os.listdir(tmp_path)  # refused before anything was written
 
 
-def test_unknown_flag_is_rejected_by_the_parser(tmp_path):
-    result = run_main("--no_such_flag", "1")
+@pytest.mark.parametrize("flags,expected", [
+    (["--no_such_flag", "1"], "unrecognized arguments: --no_such_flag"),
+    (["-gr", "abc"], "argument -gr/--global_rounds: invalid int value: 'abc'"),
+    (["-dev", "gpu"], "argument -dev/--device: invalid choice: 'gpu'"),
+    (["-ab", "maybe"], "argument -ab/--auto_break: expected true/false/1/0, got 'maybe'"),
+])
+def test_parser_mistakes_are_one_line(tmp_path, flags, expected):
+    result = run_main("--out", str(tmp_path / "out"), *flags)
     assert result.returncode == 2
-    assert "unrecognized arguments: --no_such_flag" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [result.stderr.strip()], result.stderr  # no usage block
+    assert result.stderr.startswith("error: ") and expected in result.stderr
+    assert "python system/main.py -h lists the flags" in result.stderr
+    assert result.stdout == "" and not os.listdir(tmp_path)
+
+
+def test_help_still_prints_every_flag(capsys):
+    from cli import parse_args
+
+    with pytest.raises(SystemExit) as exc:
+        parse_args(["-h"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python system/main.py") and "--global_rounds" in out and "--config" in out
+
+
+@pytest.mark.parametrize("name", ["results.txt", os.path.join("results.txt", "run")])
+def test_out_that_cannot_be_a_folder_is_refused_creating_nothing(tmp_path, name):
+    blocker = tmp_path / "results.txt"
+    blocker.write_text("keep me")
+    result = run_main("--out", str(tmp_path / name), "-data", "NoSuchData", "-gr", "1")
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("error: --out "), result.stderr
+    assert "not a folder" in errors[0]
+    assert os.listdir(tmp_path) == ["results.txt"] and blocker.read_text() == "keep me"

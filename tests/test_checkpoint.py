@@ -14,7 +14,7 @@ import torch.nn as nn
 import main
 from flcore.registry import get_server_class
 from tests.helpers import ALGORITHM_FLAGS, build_server_from_flags, make_tiny_generator
-from utils.checkpoints import CheckpointSchedule, CheckpointStore
+from utils.checkpoints import CheckpointSchedule, CheckpointStore, UnreadableCheckpoints
 from utils.result_utils import read_results
 from utils.state import capture_state, capture_value, restore_state, restore_value
 
@@ -109,7 +109,8 @@ def test_store_keeps_the_newest_and_leaves_no_temporary_files(tmp_path):
         store.save(rounds_done, {"value": torch.tensor(rounds_done)})
     assert store.rounds() == [3, 4]
     assert sorted(os.listdir(store.folder)) == ["round_000003.pt", "round_000004.pt"]
-    assert int(store.load_latest()["value"]) == 4
+    state, damaged = store.load_latest()
+    assert int(state["value"]) == 4 and damaged == []
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
@@ -121,34 +122,38 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, ca
     content = open(path, "rb").read()
     with open(path, "wb") as f:
         f.write({"truncate": content[:len(content) // 2], "garbage": b"not a checkpoint" * 10, "empty": b""}[damage])
-    state = store.load_latest()
+    state, damaged = store.load_latest()
     assert state["rounds_done"] == 1 and int(state["value"]) == 1
-    message = capsys.readouterr().out
-    assert "round_000002.pt is damaged" in message and "falling back to round_000001.pt" in message
+    assert [rounds for rounds, _ in damaged] == [2]
+    assert os.path.exists(path)  # reading changes no file
 
 
-def test_no_readable_checkpoint_means_none(tmp_path, capsys):
+def test_no_readable_checkpoint_is_an_error_that_keeps_the_files(tmp_path):
     store = CheckpointStore(str(tmp_path))
-    assert store.load_latest() is None
+    assert store.load_latest() == (None, [])
     store.save(1, {})
     open(store.path(1), "wb").close()
-    assert store.load_latest() is None
-    assert "no older checkpoint" in capsys.readouterr().out
+    with pytest.raises(UnreadableCheckpoints):
+        store.load_latest()
+    assert store.rounds() == [1]
 
 
 def test_a_checkpoint_file_renamed_to_another_round_is_refused(tmp_path):
     store = CheckpointStore(str(tmp_path))
     store.save(1, {})
     os.rename(store.path(1), store.path(7))
-    assert store.load_latest() is None
+    with pytest.raises(UnreadableCheckpoints):
+        store.load_latest()
 
 
-def test_leftovers_of_an_interrupted_write_are_removed(tmp_path):
+def test_leftovers_of_an_interrupted_write_are_removed_only_when_asked(tmp_path):
     store = CheckpointStore(str(tmp_path))
     store.save(1, {})
     leftover = store.path(2) + ".123.partial"
     open(leftover, "wb").write(b"half")
-    assert store.load_latest()["rounds_done"] == 1
+    assert store.load_latest()[0]["rounds_done"] == 1
+    assert os.path.exists(leftover)
+    store.remove_leftovers()
     assert not os.path.exists(leftover)
 
 
@@ -279,7 +284,8 @@ def test_a_damaged_newest_checkpoint_resumes_from_the_previous_one(data_root, tm
     capsys.readouterr()
     assert main.main(argv + ["--resume"]) == 0
     out = capsys.readouterr().out
-    assert "round_000003.pt is damaged" in out and "resuming after round 2" in out
+    assert "checkpoint after round 3 cannot be read" in out and "resuming after round 2" in out
+    assert os.path.exists(os.path.join(store.folder, "unreadable", "round_000003.pt"))  # moved, not deleted
     np.testing.assert_array_equal(accuracies(tmp_path), expected)
 
 
@@ -298,16 +304,19 @@ def test_resume_with_other_flags_is_refused_in_one_line(data_root, tmp_path, cap
     assert main.main(argv + ["--resume", "-lr", "0.5"]) == 2
     error = capsys.readouterr().err.strip()
     assert error.count("\n") == 0
-    assert error.startswith("error: the checkpoints in") and "local_learning_rate 0.01 there, 0.5 now" in error
+    assert error.startswith("error: the run in") and "local_learning_rate 0.01 there, 0.5 now" in error
 
 
-def test_a_fresh_run_replaces_old_checkpoints(data_root, tmp_path, capsys):
-    argv = tiny_command(data_root, tmp_path, "-gr", "2")[2:]
+def test_a_fresh_run_moves_old_checkpoints_aside(data_root, tmp_path, capsys):
+    argv = tiny_command(data_root, tmp_path, "-gr", "2", "--ckpt_keep_final")[2:]
     assert main.main(argv) == 0
     assert main.main(argv[:argv.index("-gr")] + ["-gr", "1"] + argv[argv.index("-gr") + 2:]) == 0
-    assert "replacing the checkpoints of an earlier run" in capsys.readouterr().out
+    assert "the checkpoints of an earlier run are moved to" in capsys.readouterr().out
     store = CheckpointStore(str(tmp_path / "Tiny_FedProto_test_0"))
-    assert store.rounds() == [] and store.finished()["rounds_done"] == 1
+    assert store.rounds() == [1] and store.finished()["rounds_done"] == 1
+    moved = [name for name in os.listdir(tmp_path / "Tiny_FedProto_test_0") if name.startswith("replaced-")]
+    assert len(moved) == 1
+    assert max(os.listdir(tmp_path / "Tiny_FedProto_test_0" / moved[0])) == "round_000002.pt"
 
 
 def test_ckpt_every_thins_the_checkpoints(data_root, tmp_path):

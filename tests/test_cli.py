@@ -1,5 +1,6 @@
 """Flag parsing: HtFLlib's flags keep their meaning, booleans parse, defaults layer correctly."""
 import json
+import os
 
 import pytest
 
@@ -91,13 +92,16 @@ def test_original_run_me_lines_parse_and_validate(algorithm):
     validate(args)
     assert args.algorithm == algorithm and args.auto_break is True and args.times == 3
     assert (args.num_classes, args.model_family, args.device_id) == (100, "HtM10", args.device_id)
-    assert args.generator_path.startswith(("stylegan/", "stable-diffusion/"))
+    # the StyleGAN-XL line gives no -GPath: a file that is unpickled is only ever the one the user names
+    assert args.generator_path == {"FedKTL-stylegan-xl": None,
+                                   "FedKTL-stylegan-3": "stylegan/stylegan-3-models/Benches-512.pkl",
+                                   "FedKTL-stable-diffusion": "stable-diffusion/v1.5"}[algorithm]
 
 
 @pytest.mark.parametrize("algorithm,expected", [
-    ("FedKTL-stylegan-xl", (0.01, 100, 100, 1.0, 50.0, "stylegan/stylegan-xl-models/imagenet64.pkl")),
+    ("FedKTL-stylegan-xl", (0.01, 100, 100, 1.0, 50.0, None)),
     ("FedKTL-stylegan-3", (0.01, 100, 100, 0.1, 50.0, None)),
-    ("FedKTL-stable-diffusion", (0.1, 100, 100, 0.01, 100.0, "stable-diffusion/v1.5")),
+    ("FedKTL-stable-diffusion", (0.1, 100, 100, 0.01, 100.0, None)),
 ])
 def test_generator_variants_default_to_the_papers_server_settings(algorithm, expected):
     args = parse_args(["-algo", algorithm])
@@ -137,3 +141,55 @@ def test_every_registered_algorithm_resolves_to_a_server_with_a_client():
         server_class = get_server_class(name)
         assert issubclass(server_class, Server) and server_class.client_class is not None, name
         assert set(server_class.DEFAULTS) <= {action for action in vars(parse_args([]))}, name
+
+
+def test_parser_mistakes_are_one_line_without_usage(capsys):
+    with pytest.raises(SystemExit) as exc:
+        parse_args(["-gr", "abc"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err == ("error: argument -gr/--global_rounds: invalid int value: 'abc'; "
+                   "python system/main.py -h lists the flags\n")
+
+
+def validated(flags):
+    args = parse_args(flags)
+    apply_algorithm_defaults(args, get_server_class(args.algorithm))
+    validate(args)
+    return args
+
+
+@pytest.mark.parametrize("flag", ["-go", "-data"])
+@pytest.mark.parametrize("name", ["a/b", "/abs", "..", ".", "", "a\0b"])
+def test_names_that_become_file_names_must_be_plain(tmp_path, flag, name):
+    with pytest.raises(UserError, match=f"^{flag} must be a plain name"):
+        validated([flag, name, "--out", str(tmp_path)])
+
+
+def test_plain_names_pass(tmp_path):
+    args = validated(["-go", "run.1", "-data", "Cifar10", "--out", str(tmp_path)])
+    assert (args.goal, args.dataset) == ("run.1", "Cifar10")
+
+
+def test_unknown_single_model_is_refused_by_validate(tmp_path):
+    with pytest.raises(UserError, match="unknown model family 'ResNet999'"):
+        validated(["-m", "ResNet999", "--out", str(tmp_path)])
+    assert validated(["-m", "ResNet8", "--out", str(tmp_path)]).model_family == "ResNet8"
+
+
+def test_out_is_checked_without_creating_anything(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="exists and is not a folder"):
+        validated(["--out", str(tmp_path / "file")])
+    with pytest.raises(UserError, match=r"is not writable: .*file is not a folder"):
+        validated(["--out", str(tmp_path / "file" / "a" / "b")])
+    validated(["--out", str(tmp_path / "new" / "deeper")])  # creatable: fine
+    args = parse_args(["--out", str(tmp_path / "new" / "deeper")])
+    apply_algorithm_defaults(args, get_server_class("FedKTL"))
+    import cli
+
+    # a read-only folder (faked: the tests may run as root, who may write anywhere)
+    monkeypatch.setattr(cli.os, "access", lambda path, mode: os.path.abspath(path) != str(tmp_path))
+    with pytest.raises(UserError, match=f"^--out .* is not writable: no write permission in {tmp_path}"):
+        validate(args)
+    assert sorted(os.listdir(tmp_path)) == ["file"]

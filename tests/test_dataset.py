@@ -248,6 +248,11 @@ def save_bare_array(path):
      "x must be 4-D"),
     (lambda p: save_record(p, x=np.zeros((2, 1, 2, 2), np.float32), y=np.zeros(3, np.int64)),
      "x has 2 samples but y has 3"),
+    (lambda p: save_record(p, x=np.array([np.nan, 1, -np.inf, 0, 2, 3, 4, np.inf], np.float32).reshape(2, 1, 2, 2),
+                           y=np.zeros(2, np.int64)), "x holds 3 NaN or infinite values \\(of 8\\)"),
+    (lambda p: save_record(p, x=np.array([0, 1, 2, np.nan], np.float64).reshape(1, 1, 2, 2),
+                           y=np.zeros(1, np.int64)), "x holds 1 NaN or infinite value \\(of 4\\)"),
+    (lambda p: np.savez_compressed(p, data=np.zeros((2, 3))), "dict with keys 'x' and 'y'"),
 ])
 def test_strict_reading_rejects_damaged_files(tmp_path, make_bad, message):
     write_small(tmp_path)
@@ -275,6 +280,129 @@ def test_strict_reading_reports_missing_pieces(tmp_path):
     os.remove(tmp_path / "config.json")
     with pytest.raises(FileNotFoundError, match="config.json is missing"):
         htfl_format.read_config(str(tmp_path))
+
+
+# A client file as PFLlib writes it under numpy 1.26 (`np.savez_compressed(f, data={'x': x, 'y': y})`,
+# a protocol-3 pickle naming numpy.core.multiarray), with x = (arange(12).reshape(3, 1, 2, 2) - 6) / 4
+# in float32 and y = [0, 2, 1].
+NUMPY1_FILE = (
+    "UEsDBC0AAAAIAAAAIQBTUFw+//////////8IABQAZGF0YS5ucHkBABAAGQIAAAAAAABZAQAAAAAAAKWOy0rDQBSGJ4nXeL/Xe7yRFEpx4aKI"
+    "WKHgwmArAUEXUnIrKbRJz2QiBlvIptSufYE+ifpmepKmC3HpD/+cmTOH83/v5fvbu0eOPJNX2bJ9k8rnktyuyDlJrnmUUd2tetSy4/a13vBt"
+    "7PuO3rLxrWRzUkf6n8RIMN2g2QrzpkftfDNosLpOqR6KVWqbnuszGphMBDKcEl1r+AucSrrAlzgDhB6MaTCuqFw2HbJY2LJFmHjgCSGVAkz2"
+    "33owpcG0ogoPHPbaIJbL5ZtvVHKoRQYzRv8JZjswpyQjLzDvECdJWXAwYlGDJYzADSqn8irPYNkZBtTOYCUOWNVgbRRwAeu/AwiDDaNfOiXk"
+    "65OQATpCX6FJfP8giaJLPIrYR0foQREyDDaNZGcIWyOi7ZhoR4NdJFKFLuylKPUC7McokgYHiOL8hThEiAxJxaeVSyscMTg2Ap3BiZH/AVBL"
+    "AQItAy0AAAAIAAAAIQBTUFw+WQEAABkCAAAIAAAAAAAAAAAAAACAAQAAAABkYXRhLm5weVBLBQYAAAAAAQABADYAAACTAQAAAAA=")
+
+
+def test_reads_a_file_pfllib_wrote_under_numpy_1(tmp_path):
+    import base64
+
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "0.npz").write_bytes(base64.b64decode(NUMPY1_FILE))
+    x, y = htfl_format.read_client_split(str(tmp_path), "train", 0)
+    expected = ((np.arange(12, dtype=np.float32) - 6) / 4).reshape(3, 1, 2, 2)
+    assert x.dtype == np.float32 and np.array_equal(x, expected)
+    assert y.dtype == np.int64 and list(y) == [0, 2, 1]
+
+
+def test_reads_a_data_pickle_of_protocol_5(tmp_path):
+    """Arrays pickled out of band (protocol 5) are rebuilt through numpy's _frombuffer."""
+    import pickle
+    import zipfile
+
+    x, y = np.ones((2, 1, 2, 2), np.float32), np.array([1, 0])
+    member = io.BytesIO()
+    np.lib.format.write_array_header_1_0(member, {"descr": "|O", "fortran_order": False, "shape": ()})
+    record = np.empty((), dtype=object)
+    record[()] = {"x": x, "y": y}
+    pickle.dump(record, member, protocol=5)
+    assert b"_frombuffer" in member.getvalue()
+    (tmp_path / "test").mkdir()
+    with zipfile.ZipFile(tmp_path / "test" / "0.npz", "w") as archive:
+        archive.writestr("data.npy", member.getvalue())
+    read_x, read_y = htfl_format.read_client_split(str(tmp_path), "test", 0)
+    assert np.array_equal(read_x, x) and np.array_equal(read_y, y)
+
+
+class RunsOnLoad:
+    """Pickles as a call of `function(*args)`, which unpickling would make."""
+
+    def __init__(self, function, *args):
+        self.function, self.args = function, args
+
+    def __reduce__(self):
+        return self.function, self.args
+
+
+def poisoned_records(marker):
+    import builtins
+
+    return {
+        "posix.system": {"x": RunsOnLoad(os.system, f"touch {marker}"), "y": np.zeros(1, np.int64)},
+        "builtins.exec": {"x": np.zeros((1, 1, 2, 2), np.float32),
+                          "y": RunsOnLoad(builtins.exec, f"open({str(marker)!r}, 'w').close()")},
+        # numpy itself holds functions that write files: only its array rebuilders are allowed
+        "numpy.save": {"x": RunsOnLoad(np.save, str(marker), np.zeros(1)), "y": np.zeros(1, np.int64)},
+    }
+
+
+@pytest.mark.parametrize("name", ["posix.system", "builtins.exec", "numpy.save"])
+def test_a_data_file_whose_pickle_would_run_code_is_refused_before_it_runs(tmp_path, name):
+    marker = tmp_path / "marker"
+    write_small(tmp_path / "data")
+    path = tmp_path / "data" / "train" / "1.npz"
+    np.savez_compressed(path, data=poisoned_records(marker)[name])
+    with pytest.raises(ValueError) as info:
+        htfl_format.read_client_split(str(tmp_path / "data"), "train", 1)
+    message = str(info.value)
+    assert str(path) in message and f"names {name}," in message and "\n" not in message
+    assert not marker.exists()
+
+
+def run_main(*flags):
+    return subprocess.run([sys.executable, os.path.join(REPO_ROOT, "system", "main.py"), "-dev", "cpu", *flags],
+                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+
+
+def one_error_line(result) -> str:
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def test_main_refuses_a_poisoned_data_file_in_one_line_without_running_it(tmp_path):
+    from tests.helpers import make_tiny_dataset
+
+    marker = tmp_path / "marker"
+    folder = make_tiny_dataset(str(tmp_path / "data"), name="Poisoned", num_clients=4)
+    path = os.path.join(folder, "train", "1.npz")
+    np.savez_compressed(path, data=poisoned_records(marker)["posix.system"])
+    line = one_error_line(run_main("--data_root", str(tmp_path / "data"), "-data", "Poisoned", "-nc", "4",
+                                   "-gr", "1", "--out", str(tmp_path / "out")))
+    assert path in line and "posix.system" in line
+    assert not marker.exists()
+
+
+def test_the_writer_refuses_non_finite_images(tmp_path):
+    x = np.zeros((2, 1, 2, 2), np.float32)
+    x[1, 0, 1, 1] = np.inf
+    with pytest.raises(ValueError, match="x holds 1 NaN or infinite value"):
+        htfl_format.write_client_split(str(tmp_path / "0.npz"), x, np.zeros(2, np.int64))
+    assert not (tmp_path / "0.npz").exists()
+
+
+def test_main_refuses_a_data_file_with_a_nan_pixel_in_one_line(tmp_path):
+    from tests.helpers import make_tiny_dataset
+
+    folder = make_tiny_dataset(str(tmp_path / "data"), name="Holey", num_clients=4)
+    x, y = htfl_format.read_client_split(folder, "train", 1)
+    x[2, 0, 3, 4] = np.nan
+    path = os.path.join(folder, "train", "1.npz")
+    np.savez_compressed(path, data={"x": x, "y": y})  # as PFLlib would write it, unchecked
+    line = one_error_line(run_main("--data_root", str(tmp_path / "data"), "-data", "Holey", "-nc", "4",
+                                   "-gr", "1", "--out", str(tmp_path / "out")))
+    assert path in line and "x holds 1 NaN or infinite value" in line and "regenerate" in line
 
 
 # ----------------------------------------------------------------------------- generators

@@ -82,3 +82,43 @@ def test_bytes_by_kind():
     kinds = rp.bytes_by_kind(files)
     assert kinds["checkpoint"] == {"files": 1, "bytes": 100} and kinds["other"]["bytes"] == 1
     assert kinds["png"]["bytes"] == 5 and kinds["results_h5"]["bytes"] == 10
+
+
+def run_me_main_lines(suite: str, tmp_path) -> list:
+    """The main.py argument lists `bash run_me.sh SUITE` runs, recorded by a stand-in `python`
+    that only logs its arguments (nothing is generated, trained or loaded)."""
+    import subprocess
+
+    log, shim = tmp_path / "calls.log", tmp_path / "bin"
+    shim.mkdir()
+    (shim / "python").write_text(f"#!/bin/sh\nprintf '%s\\n' \"$*\" >> {log}\n")
+    (shim / "python").chmod(0o755)
+    done = subprocess.run(["bash", os.path.join(rp.REPO_ROOT, "run_me.sh"), suite],
+                          env={**os.environ, "PATH": f"{shim}{os.pathsep}{os.environ['PATH']}"},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return [line.split()[1:] for line in log.read_text().splitlines() if line.startswith("system/main.py ")]
+
+
+@pytest.mark.parametrize("suite", ["paper", "cpu"])
+def test_run_me_names_every_generator_file_it_loads(suite, tmp_path):
+    from cli import apply_algorithm_defaults, parse_args
+    from flcore.registry import get_server_class
+
+    lines = run_me_main_lines(suite, tmp_path)
+    assert lines
+    algorithms = set()
+    for argv in lines:
+        args = parse_args(argv)
+        server_class = get_server_class(args.algorithm)
+        apply_algorithm_defaults(args, server_class)
+        algorithms.add(args.algorithm)
+        if getattr(server_class, "generator_kind", "builtin") != "builtin":
+            assert args.generator_path, argv
+        if getattr(server_class, "generator_kind", None) == "stylegan":
+            assert args.stylegan_utils, argv
+    if suite == "paper":
+        assert "FedKTL-stylegan-xl" in algorithms
+        xl = next(argv for argv in lines if "FedKTL-stylegan-xl" in argv)
+        assert xl[xl.index("-GPath") + 1] == "stylegan/stylegan-xl-models/imagenet64.pkl"
+        assert xl[xl.index("--stylegan_utils") + 1] == "stylegan/stylegan-utils"

@@ -121,6 +121,17 @@ def test_unreadable_file_is_skipped_with_a_warning_naming_it(sweep, capsys):
     assert "FedKD" not in (out / "table.md").read_text()
 
 
+def test_a_diverged_run_is_left_out_of_the_table_with_a_warning(sweep, capsys):
+    first, second, out = sweep
+    data_root = str(out.parent / "data")
+    path = write_run(first, "MNIST5k", "FedKD", 0, [0.1, 0.95], data_root)
+    series = {"rs_test_acc": [0.1, 0.95], "eval_rounds": [0, 1], "diverged_after_round": [2]}
+    write_results(path, series, {"dataset": "MNIST5k", "algorithm": "FedKD", "data_root": data_root})
+    assert report.main([first, "--out", str(out)]) == 0
+    assert "training diverged after round 2" in capsys.readouterr().err
+    assert "FedKD" not in (out / "table.md").read_text()
+
+
 def test_only_unreadable_files_is_an_error(tmp_path, capsys):
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "X_Local_test_0.h5").write_bytes(b"junk")

@@ -279,6 +279,11 @@ def timm_wrong_version(timm_files):
         yield
 
 
+def loading(path, utils):
+    """The line a load prints first: which file, with which NVlabs code."""
+    return f"loading StyleGAN network pickle {path} with NVlabs' code from {utils}\n"
+
+
 def images_of(path, utils):
     adapter = load_generator("stylegan", flags(path, utils), "cpu")
     return adapter.synthesize(adapter.sample_latents(6, torch.Generator().manual_seed(3)))
@@ -286,24 +291,24 @@ def images_of(path, utils):
 
 def test_discriminator_needing_a_missing_package_is_skipped_and_g_ema_synthesizes(timm_files, timm_absent, capsys):
     expected = images_of(timm_files.reference, timm_files.utils)
-    assert capsys.readouterr().out == ""
+    assert capsys.readouterr().out == loading(timm_files.reference, timm_files.utils)
     images = images_of(timm_files.xl, timm_files.utils)
     assert images.shape == (6, 3, 8, 8) and images.min() >= 0 and images.max() <= 1
     assert torch.equal(images, expected)  # G_ema is the generator the pickle holds, intact
     note = (f"note: -GPath {timm_files.xl!r}: skipped D ({NOT_INSTALLED}), augment_pipe ({NOT_INSTALLED}); "
             f"FedKTL only uses G_ema\n")
-    assert capsys.readouterr().out == note
+    assert capsys.readouterr().out == loading(timm_files.xl, timm_files.utils) + note
     # A failed source leaves nothing half-imported behind: loading it again skips the same way.
     G = load_stylegan_pickle(timm_files.xl, timm_files.utils)
-    assert capsys.readouterr().out == note
+    assert capsys.readouterr().out == loading(timm_files.xl, timm_files.utils) + note
     assert G.w_dim == 24 and not any(p.requires_grad for p in G.parameters())
 
 
 def test_discriminator_needing_another_timm_version_is_skipped(timm_files, timm_wrong_version, capsys):
     G = load_stylegan_pickle(timm_files.xl, timm_files.utils)
     # The installed (newer) timm imports, so only D's conv2d_same is missing.
-    assert capsys.readouterr().out == (f"note: -GPath {timm_files.xl!r}: skipped D ({WRONG_VERSION}); "
-                                       f"FedKTL only uses G_ema\n")
+    assert capsys.readouterr().out == loading(timm_files.xl, timm_files.utils) + (
+        f"note: -GPath {timm_files.xl!r}: skipped D ({WRONG_VERSION}); FedKTL only uses G_ema\n")
     assert G.synthesis(G.mapping(torch.zeros(2, 16), None), noise_mode="const").shape == (2, 3, 8, 8)
 
 
@@ -346,7 +351,7 @@ def test_discriminator_that_dill_cannot_rebuild_is_skipped(timm_files, capsys, d
     with only_package("dill", timm_files.broken_dill if dill else None):
         G = load_stylegan_pickle(timm_files.d_dill, timm_files.utils)
     note = f"note: -GPath {timm_files.d_dill!r}: skipped D ({reason}); FedKTL only uses G_ema\n"
-    assert capsys.readouterr().out == note
+    assert capsys.readouterr().out == loading(timm_files.d_dill, timm_files.utils) + note
     assert G.w_dim == 24
 
 

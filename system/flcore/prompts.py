@@ -57,14 +57,24 @@ def template_prompts(label_names) -> list[list[str]]:
     return [[template_prompt(name)] for name in label_names]
 
 
+def resolve_prompt_model(folder: str) -> str:
+    """The absolute folder `--prompt_model` names (as given, else relative to the repository
+    root, like -GPath), or a one-line error."""
+    from flcore.generators.registry import resolve_path
+
+    found = resolve_path(folder)
+    if found is None:
+        raise UserError(f"--prompt_model {folder!r} does not exist: {T5_HINT}")
+    if not os.path.isdir(found):
+        raise UserError(f"--prompt_model {folder!r} is a file: {T5_HINT}")
+    return found
+
+
 class T5PromptWriter:
     """Sentences around a class name from a local T5 (CommonGen-style) folder."""
 
     def __init__(self, folder: str, device="cpu"):
-        if not os.path.exists(folder):
-            raise UserError(f"--prompt_model {folder!r} does not exist: {T5_HINT}")
-        if not os.path.isdir(folder):
-            raise UserError(f"--prompt_model {folder!r} is a file: {T5_HINT}")
+        named, folder = folder, resolve_prompt_model(folder)
         try:
             import transformers
             from transformers import AutoTokenizer, T5ForConditionalGeneration
@@ -73,6 +83,7 @@ class T5PromptWriter:
         # Loading chatter (weight progress bars, unused-weight notes) is not the user's concern.
         transformers.utils.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()
+        print(f"loading prompt model {folder}", flush=True)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -81,7 +92,7 @@ class T5PromptWriter:
         except Exception as exc:  # any unreadable folder has the same fix for the user
             text = str(exc).strip()
             first_line = text.splitlines()[0] if text else type(exc).__name__
-            raise UserError(f"cannot load the prompt model in {folder!r}: {first_line} ({T5_HINT})") from None
+            raise UserError(f"cannot load the prompt model in {named!r}: {first_line} ({T5_HINT})") from None
         self.model.eval().requires_grad_(False).to(device)
 
     @torch.no_grad()

@@ -110,14 +110,23 @@ class StableDiffusionTextToImage(TextToImage):
         return images.float().cpu()
 
 
+GPATH_WHAT = ("a local Stable Diffusion folder, or a built-in generator .pt file, or drop -GPath to use the "
+              "bundled generator")
+
+
+def check_text_to_image_flags(args) -> None:
+    """Refuse a named -GPath that does not exist, before any data is loaded."""
+    if args.generator_path is not None:
+        require_path(args.generator_path, "-GPath", GPATH_WHAT, "README.md")
+
+
 def load_text_to_image(args, device, spread: float = DEFAULT_ANCHOR_SPREAD) -> TextToImage:
     """Stable Diffusion when -GPath is a folder; else the built-in generator (the bundled
     weights, or the .pt file -GPath names)."""
     global _notice_shown
     path = args.generator_path
     if path is not None:
-        found = require_path(path, "-GPath", "a local Stable Diffusion folder, or a built-in generator "
-                             ".pt file, or drop -GPath to use the bundled generator", "README.md")
+        found = require_path(path, "-GPath", GPATH_WHAT, "README.md")
         if os.path.isdir(found):
             # The loader keeps its bad-folder messages; its FedKTL prompt encoding is unused here.
             pipe = load_generator("stable-diffusion", args, device).pipe

@@ -8,6 +8,11 @@ Layout under the run's folder (`--out/<dataset>_<algo>_<goal>_<index>/`):
 A checkpoint is first written to a temporary file in the same folder, flushed to disk,
 then renamed over its final name, so a kill at any moment leaves either the old set of
 checkpoints or the new one, never a half-written file under a checkpoint's name.
+
+Nothing a user could still want is deleted: a checkpoint that cannot be read is moved to
+`checkpoints/unreadable/`, and the checkpoints of an unfinished run that a fresh run
+replaces go to `replaced-<time>/` beside them. Only older checkpoints of the run going on
+(beyond `--ckpt_keep`) and the temporary files of interrupted writes are removed.
 """
 import glob
 import json
@@ -17,16 +22,20 @@ import time
 from typing import Callable, Optional
 
 import torch
-from tqdm.auto import tqdm
+
+from utils.errors import UserError
 
 FORMAT_VERSION = 1
 PATTERN = re.compile(r"^round_(\d+)\.pt$")
 FINISHED = "finished.json"
 TEMPORARY_SUFFIX = ".partial"
+UNREADABLE = "unreadable"
 
 
 def atomic_write(path: str, write) -> None:
-    """Call `write(file)` on a temporary file beside `path`, sync it, then rename it to `path`."""
+    """Call `write(file)` on a temporary file beside `path`, sync it, then rename it to `path`.
+    A failed write (a full disk, a folder made read-only) leaves `path` as it was and no
+    temporary file, and ends in a one-line UserError."""
     tmp = f"{path}.{os.getpid()}{TEMPORARY_SUFFIX}"
     try:
         with open(tmp, "wb") as f:
@@ -34,9 +43,16 @@ def atomic_write(path: str, write) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as error:
+        raise UserError(f"cannot write {path}: {error.strerror or error}; free space or fix the "
+                        f"folder's permissions, then run the same command with --resume") from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+class UnreadableCheckpoints(Exception):
+    """Checkpoint files are there but none of them loads; they are left as they are."""
 
 
 class CheckpointSchedule:
@@ -129,13 +145,35 @@ class CheckpointStore:
         for rounds_done in rounds[:max(0, len(rounds) - keep_newest)]:
             os.remove(self.path(rounds_done))
 
-    def clear(self) -> None:
-        """Remove every checkpoint and the finished mark (a fresh run in the same folder)."""
-        self.remove_rounds()
+    def set_aside(self, rounds_done_list, where: str) -> str:
+        """Move the checkpoints of `rounds_done_list` into `where` (made if needed); returns it."""
+        os.makedirs(where, exist_ok=True)
+        for rounds_done in rounds_done_list:
+            os.replace(self.path(rounds_done), os.path.join(where, os.path.basename(self.path(rounds_done))))
+        return where
+
+    def set_aside_unreadable(self, rounds_done_list) -> str:
+        return self.set_aside(rounds_done_list, os.path.join(self.folder, UNREADABLE))
+
+    def replace_with_fresh(self):
+        """Make way for a fresh run: the checkpoints of an earlier unfinished run are moved to
+        `replaced-<time>/` beside this folder (returned; None when there were none), the
+        finished mark and interrupted writes are removed."""
+        moved = None
+        rounds = self.rounds()
+        if rounds:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            moved = os.path.join(os.path.dirname(self.folder), f"replaced-{stamp}")
+            suffix = 1
+            while os.path.exists(moved):
+                suffix += 1
+                moved = os.path.join(os.path.dirname(self.folder), f"replaced-{stamp}-{suffix}")
+            self.set_aside(rounds, moved)
         finished = os.path.join(self.folder, FINISHED)
         if os.path.exists(finished):
             os.remove(finished)
         self.remove_leftovers()
+        return moved
 
     def remove_leftovers(self) -> None:
         """Temporary files of writes that a kill interrupted."""
@@ -150,17 +188,17 @@ class CheckpointStore:
             raise ValueError("not a checkpoint of this format")
         return state
 
-    def load_latest(self, map_location=None) -> Optional[dict]:
-        """The newest checkpoint that loads; a damaged one is reported and the previous one
-        tried. None when there is no checkpoint (or none loads)."""
-        self.remove_leftovers()
+    def load_latest(self, map_location=None) -> tuple[Optional[dict], list]:
+        """(the newest checkpoint that loads, the newer ones that did not: [(rounds, reason)]).
+        (None, []) when there is no checkpoint; `UnreadableCheckpoints` when there are some
+        and none loads. Changes no file."""
         rounds = self.rounds()
-        for position in range(len(rounds) - 1, -1, -1):
+        damaged = []
+        for rounds_done in reversed(rounds):
             try:
-                return self.load(rounds[position], map_location)
+                return self.load(rounds_done, map_location), damaged
             except Exception as error:  # a damaged file can fail in many ways inside torch.load
-                reason = " ".join(str(error).split())[:200] or type(error).__name__
-                fallback = (f"falling back to {os.path.basename(self.path(rounds[position - 1]))}"
-                            if position else "no older checkpoint to fall back to")
-                tqdm.write(f"checkpoint {self.path(rounds[position])} is damaged ({reason}): {fallback}")
-        return None
+                damaged.append((rounds_done, " ".join(str(error).split())[:200] or type(error).__name__))
+        if damaged:
+            raise UnreadableCheckpoints(damaged)
+        return None, []

@@ -1,7 +1,7 @@
 """Load a PFLlib-format dataset folder once, as decoded CPU tensors per client.
 
 Every later step (batching, augmentation, moving to the GPU) works from these
-in-memory tensors, so no npz is read or unpickled twice in a run.
+in-memory tensors, so no npz is read or decoded twice in a run.
 """
 import os
 from dataclasses import dataclass
@@ -89,6 +89,65 @@ def load_federated_dataset(name: str, num_clients: int, num_classes: Optional[in
     return FederatedData(name=name, folder=folder, num_classes=config.num_classes,
                          image_shape=tuple(image_shape), label_names=tuple(label_names),
                          clients=clients)
+
+
+def check_training_sizes(data: FederatedData, batch_size: int, stored_order: bool) -> list:
+    """Warning lines for clients whose training set is smaller than one batch of `batch_size`.
+
+    Such a client trains on one batch of its whole set each epoch, except with
+    `stored_order` (the original loader drops partial batches: it never trains) and when it
+    holds a single sample (training-mode BatchNorm cannot normalise a batch of one). Raises
+    a one-line `UserError` when no client can train at all.
+    """
+    sizes = [client.num_train for client in data.clients]
+    largest = max(sizes)
+    if largest == 0:
+        raise UserError(f"no client of dataset '{data.name}' has training samples: "
+                        f"{_regenerate_hint(data.name, data.folder)}")
+    smallest_trained = batch_size if stored_order else min(batch_size, 2)
+    if largest < smallest_trained:
+        if stored_order:
+            other = " or drop --stored_order" if largest >= 2 else ""
+            raise UserError(f"-lbs {batch_size} is larger than every client's training set (largest "
+                            f"{largest}) and --stored_order trains on full batches only: pass -lbs "
+                            f"{largest} or less{other}")
+        raise UserError(f"every client of dataset '{data.name}' has at most one training sample, too "
+                        f"few for a training batch: {_regenerate_hint(data.name, data.folder)}")
+
+    warnings = []
+    empty = [cid for cid, n in enumerate(sizes) if n == 0]
+    if empty:
+        who, has, they_do = _clients_phrase(empty)
+        warnings.append(f"warning: {who} {has} no training samples: {they_do} not train")
+    small = [cid for cid, n in enumerate(sizes) if 0 < n < batch_size]
+    partial = small if stored_order else [cid for cid in small if sizes[cid] >= 2]
+    single = [] if stored_order else [cid for cid in small if sizes[cid] == 1]
+    if partial:
+        who, has, they_do = _clients_phrase(partial)
+        if stored_order:
+            what = f"{they_do} not train (the original loader drops partial batches; --stored_order)"
+        else:
+            what = f"{'it' if len(partial) == 1 else 'each'} trains on one batch of all its samples per epoch"
+        warnings.append(f"warning: {who} {has} fewer training samples than -lbs {batch_size} "
+                        f"({_listed([sizes[cid] for cid in partial])}): {what}")
+    if single:
+        who, has, they_do = _clients_phrase(single)
+        warnings.append(f"warning: {who} {has} a single training sample: {they_do} not train "
+                        f"(training-mode BatchNorm cannot normalise a batch of one)")
+    return warnings
+
+
+def _listed(values: list, limit: int = 10) -> str:
+    """"a, b, c", or the first `limit` of them and "and N more"."""
+    shown = ", ".join(str(value) for value in values[:limit])
+    return shown if len(values) <= limit else f"{shown} and {len(values) - limit} more"
+
+
+def _clients_phrase(ids: list) -> tuple:
+    """("client 3", "has", "it does") or ("clients 3, 7", "have", "they do")."""
+    if len(ids) == 1:
+        return f"client {ids[0]}", "has", "it does"
+    return f"clients {_listed(ids)}", "have", "they do"
 
 
 def available_datasets(data_root: str) -> list:

@@ -43,6 +43,29 @@ def first_non_finite(obj, where: str = "") -> str | None:
     return None
 
 
+@torch.no_grad()
+def first_non_finite_named(named):
+    """The name of the first floating-point tensor among `named` ((name, tensor) pairs) that
+    holds a NaN or an infinity, or None when all are finite.
+
+    The per-tensor flags are computed where the tensors live and read back together: one
+    synchronisation per device, however many tensors (a large model has hundreds)."""
+    names = []
+    flags = {}  # device -> ([position in names], [0-d flag])
+    for name, tensor in named:
+        if tensor.is_floating_point():
+            positions, device_flags = flags.setdefault(tensor.device, ([], []))
+            positions.append(len(names))
+            device_flags.append(torch.isfinite(tensor).all())
+            names.append(name)
+    finite = torch.ones(len(names), dtype=torch.bool)
+    for positions, device_flags in flags.values():
+        finite[positions] = torch.stack(device_flags).cpu()
+    if bool(finite.all()):
+        return None
+    return names[int(torch.nonzero(~finite)[0])]
+
+
 def payload_size(obj) -> tuple[int, int]:
     """(bytes over all tensors, elements of floating-point tensors) inside `obj`.
 

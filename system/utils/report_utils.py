@@ -88,6 +88,8 @@ def dataset_partition(config: dict) -> str:
 def run_from_file(path: str, metric: str) -> Run:
     """One run's summary; raises OSError/KeyError/ValueError when the file cannot serve."""
     series, config = read_results(path)
+    if "diverged_after_round" in series:
+        raise ValueError(f"training diverged after round {int(series['diverged_after_round'][0])}: not a result")
     if metric not in series or len(series[metric]) == 0:
         raise KeyError(f"no {metric!r} series")
     values = np.asarray(series[metric], dtype=np.float64)

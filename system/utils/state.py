@@ -104,12 +104,55 @@ def capture_state(obj, static, copy: bool = False) -> dict:
             for name, value in vars(obj).items() if name not in static}
 
 
-def restore_state(obj, state: dict, device) -> None:
-    """Put a `capture_state` snapshot back into `obj` (built and set up the same way)."""
+def restore_state(obj, state: dict, device, static=frozenset()) -> None:
+    """Put a `capture_state` snapshot back into `obj` (built and set up the same way).
+
+    Only the object's own state is restored: an attribute it holds that `static` does not
+    exclude, or one its class declares in `CHECKPOINT_LATER` (made after setup). Any other
+    name in `state` is refused before anything changes, so a crafted checkpoint cannot set,
+    say, a run's name or results folder."""
     owner = type(obj).__name__
+    declared = (set(vars(obj)) | set(getattr(type(obj), "CHECKPOINT_LATER", ()))) - set(static)
+    foreign = sorted(str(name) for name in state if name not in declared)
+    if foreign:
+        raise ValueError(f"the checkpoint sets {', '.join(f'{owner}.{name}' for name in foreign[:5])}, "
+                         f"which {'is' if len(foreign) == 1 else 'are'} not state of {owner}")
     for name, saved in state.items():
         setattr(obj, name, restore_value(getattr(obj, name, None), saved, device, f"{owner}.{name}"))
 
+
+def _float_tensors(value, where: str):
+    """(name, tensor) for every floating-point tensor `value` holds in modules, tensors and containers."""
+    if isinstance(value, nn.Module):
+        for name, tensor in value.state_dict(keep_vars=True).items():
+            if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
+                yield f"{where}.{name}", tensor
+    elif isinstance(value, torch.Tensor):
+        if value.is_floating_point():
+            yield where, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _float_tensors(item, f"{where}[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _float_tensors(item, f"{where}[{i}]")
+
+
+def first_non_finite_state(obj, static) -> "str | None":
+    """The name of the first floating-point tensor among `obj`'s non-static attributes that
+    holds a NaN or an infinity, or None. One synchronisation per device, not per tensor."""
+    found = [(name, tensor) for attr, value in vars(obj).items() if attr not in static
+             for name, tensor in _float_tensors(value, attr)]
+    if not found:
+        return None
+    by_device = {}
+    for index, (_, tensor) in enumerate(found):
+        by_device.setdefault(tensor.device, []).append((index, tensor))
+    for items in by_device.values():
+        flags = torch.stack([torch.isfinite(tensor.detach()).all() for _, tensor in items]).cpu()
+        if not bool(flags.all()):
+            return found[items[int((~flags).nonzero()[0])][0]][0]
+    return None
 
 
 def same_device(a: torch.device, b: torch.device) -> bool:

@@ -7,13 +7,14 @@ methods) with a payload and getting a reply of CPU tensors and numbers back.
 Subclasses usually override `classification_loss`/`scores` (how the model is read),
 `train_step` (what one local step does) and `train`'s reply (what is uploaded).
 """
+import itertools
 import time
 
 import torch
 import torch.nn as nn
 
 from utils.metrics import classification_stats
-from utils.payload import first_non_finite
+from utils.payload import first_non_finite, first_non_finite_named
 from utils.seeding import derive_seed
 from utils.state import capture_state, restore_state
 
@@ -104,27 +105,44 @@ class Client:
         return capture_state(self, self.CHECKPOINT_STATIC)
 
     def restore_checkpoint_state(self, state: dict) -> dict:
-        restore_state(self, state, self.device)
+        restore_state(self, state, self.device, self.CHECKPOINT_STATIC)
         return {}
 
     def guarded(self, method: str, payload=None) -> dict:
-        """Call a training method; if a training loss or the reply is not finite, put the
-        client back as it was before the call and reply {"skipped": reason} instead."""
+        """Call a training method; if a training loss, a weight or the reply is not finite,
+        put the client back as it was before the call and reply {"skipped": reason} instead."""
         before = capture_state(self, self.CHECKPOINT_STATIC, copy=True)
         self.loss_total = None
         reply = getattr(self, method)(payload)
-        problem = None
-        if self.loss_total is not None and not bool(torch.isfinite(self.loss_total)):
+        # The summed loss predates the last step, so the weights that step made are checked
+        # too; all in one device synchronisation.
+        checked = self.held_tensors()
+        if self.loss_total is not None:
+            checked = itertools.chain([(_LOSS, self.loss_total)], checked)
+        where = first_non_finite_named(checked)
+        if where is _LOSS:
             problem = f"training loss is {float(self.loss_total)}"
+        elif where is not None:
+            problem = f"weights {where} are not finite after training"
         else:
             where = first_non_finite(reply)
-            if where is not None:
-                problem = f"upload {where} is not finite"
+            problem = None if where is None else f"upload {where} is not finite"
         self.loss_total = None
         if problem is None:
             return reply
         restore_state(self, before, self.device)
         return {"skipped": problem, "num_samples": self.train_samples, "timings": reply.get("timings", {})}
+
+    def held_tensors(self):
+        """(name, tensor) for every parameter and buffer of the modules this client keeps in
+        its checkpoints (static attributes left out), each tensor once."""
+        seen = set()
+        for name, value in vars(self).items():
+            if name not in self.CHECKPOINT_STATIC:
+                for where, tensor in _module_tensors(value, name):
+                    if id(tensor) not in seen:
+                        seen.add(id(tensor))
+                        yield where, tensor
 
     # ---- helpers --------------------------------------------------------------------
     def local_train(self) -> None:
@@ -144,13 +162,19 @@ class Client:
 
     def train_batches(self):
         """One shuffled epoch of full batches (the last partial batch is dropped, as HtFLlib does).
-        With --stored_order, the stored order every epoch, as the original's loader."""
+        A training set smaller than one batch (but of two samples or more) is one batch of its own,
+        so that its client trains. With --stored_order, the stored order every epoch and full
+        batches only, as the original's loader."""
         if self.stored_order:
             order = torch.arange(self.train_samples)
         else:
             order = torch.randperm(self.train_samples, generator=self.rng)
-        for start in range(0, self.train_samples - self.batch_size + 1, self.batch_size):
-            index = order[start:start + self.batch_size]
+        size = self.batch_size
+        # One sample stays out: training-mode BatchNorm cannot normalise a batch of one.
+        if not self.stored_order and 2 <= self.train_samples < size:
+            size = self.train_samples
+        for start in range(0, self.train_samples - size + 1, size):
+            index = order[start:start + size]
             yield self.images_to_device(self.train_x[index]), self.to_device(self.train_y[index])
 
     def full_batches(self, x: torch.Tensor, y: torch.Tensor):
@@ -179,3 +203,22 @@ class Client:
                     total += float(self.classification_loss(x, y)) * int(y.numel())
             self._train_loss = (total, self.train_samples)
         return self._train_loss
+
+
+#: stands for the summed training loss among the tensors `guarded` checks
+_LOSS = object()
+
+
+def _module_tensors(value, where: str):
+    """(name, tensor) for the floating-point parameters and buffers of the modules in `value`
+    (a module, or containers of them), named from `where`."""
+    if isinstance(value, nn.Module):
+        for name, tensor in itertools.chain(value.named_parameters(), value.named_buffers()):
+            if tensor.is_floating_point():
+                yield f"{where}.{name}", tensor
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _module_tensors(item, f"{where}[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from _module_tensors(item, f"{where}[{index}]")

@@ -3,6 +3,10 @@
 Loaders take the parsed flags (each backend reads its own: `--stylegan_utils`,
 `-prompt`, `--sd_steps`, ...) and return a `GeneratorAdapter`. Backends import their
 heavy dependencies only when chosen.
+
+Trust: StyleGAN pickles run code when unpickled and Stable Diffusion folders hold weights,
+so they are only loaded from paths the user names (`-GPath`); no such path is a default.
+Only the bundled built-in generator, read from this package with `weights_only=True`, is.
 """
 import os
 
@@ -27,8 +31,52 @@ def require_path(path, flag: str, what: str, readme: str) -> str:
         raise UserError(f"this algorithm needs {flag}: give {what} (see {readme})")
     found = resolve_path(path)
     if found is None:
-        raise UserError(f"{flag} {path!r} does not exist: give {what} (see {readme})")
+        raise UserError(f"{flag} {path!r} does not exist (neither in the working directory nor in the "
+                        f"repository): give {what} (see {readme})")
     return found
+
+
+#: backends whose weights the user must name: what -GPath gives, how to download one, where
+#: it is documented
+NAMED_WEIGHTS = {
+    "stylegan": ("a StyleGAN3 or StyleGAN-XL network pickle (.pkl)", "bash stylegan/download_weights.sh",
+                 "stylegan/README.md"),
+    "stable-diffusion": ("a local Stable Diffusion folder (diffusers layout)",
+                         "python stable-diffusion/download_weights.py", "stable-diffusion/README.md"),
+}
+BUILTIN_WHAT = "a built-in generator weights file, or drop -GPath to use the bundled one"
+
+
+def check_generator_flags(kind: str, args, example: str = None) -> None:
+    """Refuse, before any data is loaded, generator flags that cannot work: no -GPath for a
+    backend whose weights must be named (`example`: a path to suggest), or a named path that
+    does not exist or is a file where a folder belongs (or the other way round)."""
+    path = args.generator_path
+    if kind == "builtin":
+        if path is not None and os.path.isdir(require_path(path, "-GPath", BUILTIN_WHAT, "README.md")):
+            raise UserError(f"-GPath {path!r} is a folder: give {BUILTIN_WHAT} (see README.md)")
+        return
+    if kind not in NAMED_WEIGHTS:
+        raise UserError(f"unknown generator {kind!r}: choose one of {', '.join(GENERATOR_LOADERS)}")
+    what, download, readme = NAMED_WEIGHTS[kind]
+    if not path:
+        suggestion = f"-GPath {example}" if example else "-GPath PATH"
+        if kind == "stylegan":
+            suggestion += " --stylegan_utils stylegan/stylegan-utils"
+        algorithm = getattr(args, "algorithm", "this algorithm")
+        fetched = "them" if kind == "stylegan" else "it"
+        raise UserError(f"{algorithm} needs -GPath: give {what}, e.g. {suggestion} ({download} downloads "
+                        f"{fetched}; see {readme})")
+    found = require_path(path, "-GPath", what, readme)
+    if kind == "stylegan":
+        from flcore.generators.stylegan_pickle import find_utils_dir
+
+        if os.path.isdir(found):
+            raise UserError(f"-GPath {path!r} is a folder: give {what} (see {readme})")
+        find_utils_dir(getattr(args, "stylegan_utils", None))
+    elif not os.path.isdir(found):
+        raise UserError(f"-GPath {path!r} is a file: give the Stable Diffusion folder (the one holding "
+                        f"model_index.json; see {readme})")
 
 
 def load_builtin(args, device):
@@ -37,8 +85,7 @@ def load_builtin(args, device):
 
     path = args.generator_path
     if path is not None:
-        path = require_path(path, "-GPath", "a built-in generator weights file, or drop -GPath "
-                            "to use the bundled one", "README.md")
+        path = require_path(path, "-GPath", BUILTIN_WHAT, "README.md")
     return StyleGANLikeAdapter(load_builtin_generator(path, device=device), device=device)
 
 
@@ -47,8 +94,7 @@ def load_stylegan(args, device):
     from flcore.generators.stylegan_like import StyleGANLikeAdapter
 
     if not args.generator_path:
-        raise UserError(f"{args.algorithm} needs -GPath: give a StyleGAN network pickle, e.g. "
-                        "stylegan/stylegan-3-models/Benches-512.pkl (see stylegan/README.md)")
+        check_generator_flags("stylegan", args)  # raises: the message asking for -GPath
     # nvlabs_ops: NVlabs' CUDA plugins are built (or fall back) before the first synthesis.
     return StyleGANLikeAdapter(load_stylegan_pickle(args.generator_path, args.stylegan_utils), device=device,
                                nvlabs_ops=True)

@@ -1,10 +1,11 @@
 """Stable Diffusion backend: FedKTL's latents are the diffusion's initial noise x_T.
 
 The pipeline (`stable-diffusion/pipelines/latent_input_pipeline.py`) is loaded from the
-local folder `-GPath` without network access. The prompt `-prompt` is encoded once;
-every `synthesize` call denoises the given latents for `--sd_steps` steps with
-classifier-free guidance `--sd_guidance` and decodes them. `generate` runs the two
-stages with separate batch sizes, each halved on its own when the GPU runs out of memory.
+local folder `-GPath` (which the user must name; there is no default) without network
+access. The prompt `-prompt` is encoded once; every `synthesize` call denoises the given
+latents for `--sd_steps` steps with classifier-free guidance `--sd_guidance` and decodes
+them. `generate` runs the two stages with separate batch sizes, each halved on its own
+when the GPU runs out of memory.
 """
 import importlib.util
 import math
@@ -126,6 +127,7 @@ def load_stable_diffusion_adapter(args, device) -> StableDiffusionAdapter:
         raise UserError(f"-GPath {args.generator_path!r} is a file: give the Stable Diffusion folder "
                         f"(the one holding model_index.json; see {README})")
     module = import_pipeline_module()
+    print(f"loading Stable Diffusion pipeline {folder}", flush=True)
     dtype = torch.float32
     if args.sd_fp16:
         if torch.device(device).type == "cuda":

@@ -3,8 +3,9 @@
 NVlabs pickles (`{'G_ema': G, ...}`) carry the network's source code and import
 NVlabs' `torch_utils` and `dnnlib` packages while unpickling, so a folder holding them
 (a clone of NVlabs/stylegan3 or autonomousvision/stylegan-xl, or `stylegan/stylegan-utils`)
-must be importable. Unpickling runs code from the file: only paths the user names are
-loaded.
+must be importable. Unpickling runs code from the file, and the utilities folder is put on
+`sys.path`: only a pickle named with `-GPath` is loaded, and only a folder named with
+`--stylegan_utils` is put on the path (never a default one, which could be planted).
 
 Only `G_ema` is used. Other entries (StyleGAN-XL's projected discriminator `D` needs
 `timm==0.4.12`, for one) may need packages that are missing or of another version: their
@@ -28,7 +29,7 @@ import torch
 from flcore.generators.registry import REPO_ROOT, require_path, resolve_path
 from utils.errors import UserError
 
-DEFAULT_UTILS_DIR = os.path.join("stylegan", "stylegan-utils")
+REPOSITORY_UTILS_DIR = os.path.join("stylegan", "stylegan-utils")
 NVLABS_PACKAGES = ("torch_utils", "dnnlib")
 #: top-level modules of the stylegan3 / stylegan-xl clones that pickled code imports
 NVLABS_MODULES = NVLABS_PACKAGES + ("training", "legacy", "pg_modules", "feature_networks", "metrics")
@@ -49,9 +50,16 @@ README = "stylegan/README.md"
 REQUIRED_ATTRIBUTES = ("z_dim", "w_dim", "num_ws", "mapping", "synthesis")
 
 
+def repository_utils_dir():
+    """The absolute `stylegan/stylegan-utils` of this repository when it holds torch_utils/
+    (to suggest in errors; never used unless named), else None."""
+    folder = os.path.join(REPO_ROOT, REPOSITORY_UTILS_DIR)
+    return folder if os.path.isdir(os.path.join(folder, "torch_utils")) else None
+
+
 def find_utils_dir(utils_dir):
-    """The folder holding `torch_utils` and `dnnlib`: `--stylegan_utils`, else the default
-    `stylegan/stylegan-utils` when present, else None."""
+    """The folder `--stylegan_utils` names (resolved, checked to hold `torch_utils` and
+    `dnnlib`), else None: no folder is used unless the user named it."""
     if utils_dir:
         found = resolve_path(utils_dir)
         if found is None or not os.path.isdir(found):
@@ -63,8 +71,7 @@ def find_utils_dir(utils_dir):
                             f"that holds NVlabs' torch_utils/ and dnnlib/ (a stylegan3 or stylegan-xl clone; "
                             f"see {README})")
         return found
-    default = os.path.join(REPO_ROOT, DEFAULT_UTILS_DIR)
-    return default if os.path.isdir(os.path.join(default, "torch_utils")) else None
+    return None
 
 
 def provide_pkg_resources() -> None:
@@ -329,10 +336,12 @@ def missing_error(path, utils, missing: MissingCode) -> UserError:
     """The one-line error for a G_ema that needs `missing`."""
     if missing.top in NVLABS_MODULES:
         kind = "package" if missing.top in NVLABS_PACKAGES else "module"
-        where = f"--stylegan_utils {utils!r} did not provide it" if utils else "none was found"
-        return UserError(f"unpickling {path!r} needs NVlabs' {missing.wanted} {kind} and {where}: pass "
-                         f"--stylegan_utils DIR with a stylegan3 or stylegan-xl clone (a stylegan-xl one for "
-                         f"StyleGAN-XL pickles; see {README})")
+        where = f"--stylegan_utils {utils!r} did not provide it" if utils else "no --stylegan_utils was given"
+        clone = repository_utils_dir() if utils is None else None
+        fix = (f"--stylegan_utils {clone} (this repository's clone)" if clone else
+               "--stylegan_utils DIR with a stylegan3 or stylegan-xl clone")
+        return UserError(f"unpickling {path!r} needs NVlabs' {missing.wanted} {kind} and {where}: pass {fix} "
+                         f"(a stylegan-xl one for StyleGAN-XL pickles; see {README})")
     state, installed = diagnose(missing)
     pip = KNOWN_PACKAGES.get(missing.top, (None, missing.top))[1]
     if state == "absent":
@@ -355,6 +364,8 @@ def load_stylegan_pickle(path, utils_dir=None):
     missing code are skipped with one printed note."""
     path = require_path(path, "-GPath", "a StyleGAN3 or StyleGAN-XL network pickle (.pkl)", README)
     utils = find_utils_dir(utils_dir)
+    print(f"loading StyleGAN network pickle {path}" + (f" with NVlabs' code from {utils}" if utils else ""),
+          flush=True)
     if utils is not None and utils not in sys.path:
         # Appended, not prepended: NVlabs' top-level modules must not shadow this library's.
         sys.path.append(utils)

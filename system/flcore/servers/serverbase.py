@@ -23,15 +23,15 @@ from utils.errors import UserError
 from utils.executors import make_executor
 from utils.metrics import aggregate_evaluations
 from utils.result_utils import result_name, write_results
-from utils.sampling import draw_client_schedule
+from utils.resume import comparable_config, data_signature, load_resume_state
+from utils.sampling import ClientSchedule
 from utils.seeding import derive_seed, global_rng_states, seed_everything, set_global_rng_states, torch_generator
-from utils.state import capture_state, restore_state
+from utils.state import capture_state, first_non_finite_state, restore_state
 from utils.timing import PhaseTimer
 
-#: flags that may differ between a run and its resumption (where and how it runs, not what)
-RESUMABLE_WITH_OTHER = frozenset({
-    "resume", "ckpt_every", "ckpt_minutes", "ckpt_keep", "ckpt_keep_final", "threads", "device", "device_id", "config", "out", "data_root",
-    "times", "prev", "executor", "ray_address", "ray_actors", "ray_cpus_per_actor", "ray_gpus_per_actor", "offload"})
+#: rounds in a row in which every selected client's update was non-finite before a run is
+#: declared diverged (one such round can be a fluke the restored clients recover from)
+DIVERGED_AFTER_ROUNDS = 3
 
 
 class NoClientUpdates(Exception):
@@ -58,7 +58,8 @@ class Server:
     #: left out of checkpoints. Subclasses add theirs (e.g. a pre-trained generator).
     CHECKPOINT_STATIC = frozenset({"args", "data", "device", "executor", "timer", "schedule", "series",
                                    "checkpoints", "checkpoint_schedule", "run_index", "seed", "num_clients", "num_classes",
-                                   "global_rounds", "eval_gap", "name", "run_dir"})
+                                   "global_rounds", "eval_gap", "name", "run_dir", "start_state",
+                                   "data_signature_cache"})
     #: flag defaults for this algorithm: {dest: value}; the user's flags win.
     DEFAULTS: dict = {}
 
@@ -78,14 +79,16 @@ class Server:
         self.run_dir = os.path.join(args.out, self.name)
         # Server-side randomness (latent draws, ETF, ...) has its own stream.
         self.rng = torch_generator(derive_seed(self.seed, "server"))
-        self.schedule = draw_client_schedule(self.num_clients, args.join_ratio,
-                                             args.random_join_ratio, self.global_rounds, self.seed)
+        self.schedule = ClientSchedule(self.num_clients, args.join_ratio, args.random_join_ratio, self.seed)
         self.timer = PhaseTimer()
         self.series = defaultdict(list)
         self.series["phase_seconds"] = defaultdict(list)
         self.checkpoints = CheckpointStore(self.run_dir, keep=getattr(args, "ckpt_keep", 1))
         self.current_round = 0
         self.skipped_in_round = 0
+        self.rounds_without_updates = 0  # rounds in a row in which every selected client was skipped
+        self.start_state = None  # set by begin(): rounds done when the loop starts
+        self.data_signature_cache = None
         self.executor = self.make_executor()
         self.setup()
 
@@ -130,11 +133,30 @@ class Server:
         return {}
 
     # ---- the loop -------------------------------------------------------------------
-    def train(self) -> dict:
+    @property
+    def data_signature(self) -> dict:
+        if self.data_signature_cache is None:
+            self.data_signature_cache = data_signature(self.data)
+        return self.data_signature_cache
+
+    def begin(self, state=None) -> int:
+        """Continue from `state` (a checkpoint `utils.resume.load_resume_state` accepted) or, when
+        None, start afresh; returns the rounds already done. `train` calls it unless the caller
+        (main.py, which checks everything before writing a file) already did."""
         setup_traffic = self.executor.take_traffic()
         self.series["setup_bytes_down"] = [setup_traffic.bytes_down]
         self.series["setup_floats_down"] = [setup_traffic.floats_down]
-        rounds_done = self.resume() if getattr(self.args, "resume", False) else self.start_afresh()
+        self.start_state = self.resume(state) if state is not None else self.start_afresh()
+        return self.start_state
+
+    def train(self) -> dict:
+        if self.start_state is None:
+            state = None
+            if getattr(self.args, "resume", False):
+                state, damaged = load_resume_state(self.checkpoints, self.args, self.data_signature)
+                self.set_aside_damaged(damaged)
+            self.begin(state)
+        rounds_done = self.start_state
         self.checkpoint_schedule = CheckpointSchedule(getattr(self.args, "ckpt_every", None),
                                                       getattr(self.args, "ckpt_minutes", 5.0))
         last_checkpoint = rounds_done
@@ -168,8 +190,12 @@ class Server:
         if not stopped_after_training:
             self.evaluate(rounds_done)
         self.save_results()
-        self.checkpoints.mark_finished({"rounds_done": rounds_done, "results": self.results_path,
-                                        "best_test_acc": float(np.max(self.series["rs_test_acc"]))})
+        # The series and flags let `--resume` refuse other flags and rebuild a deleted h5;
+        # the results file is named relative to --out, so a copied folder stays whole.
+        self.checkpoints.mark_finished({"rounds_done": rounds_done, "results": self.name + ".h5",
+                                        "best_test_acc": float(np.max(self.series["rs_test_acc"])),
+                                        "config": comparable_config(self.args), "data": self.data_signature,
+                                        "series": self.plain_series()})
         # A finished run needs no checkpoint to resume (finished.json says it is done); keeping
         # HtFE8-sized ones for every run of a sweep would fill the disk.
         self.checkpoints.remove_rounds(keep_newest=self.checkpoints.keep if keep_final else 0)
@@ -184,10 +210,32 @@ class Server:
                 self.evaluate(round_idx)
         try:
             self.train_round(round_idx, [int(c) for c in self.schedule[round_idx]])
+            self.rounds_without_updates = 0
         except NoClientUpdates:
+            self.rounds_without_updates += 1
             tqdm.write(f"[{self.name}] round {round_idx}: every selected client was skipped; "
                        f"the server keeps its state")
         self.record_round(time.perf_counter() - start)
+        self.check_diverged(round_idx)
+
+    def check_diverged(self, round_idx: int) -> None:
+        """End the run, saying why, when the server's own state became non-finite or every
+        client's update has been non-finite for DIVERGED_AFTER_ROUNDS rounds: what it would
+        go on to report is a diverged or untrained model."""
+        where = first_non_finite_state(self, self.CHECKPOINT_STATIC)
+        if where is not None:
+            self.stop_diverged(round_idx, f"the server's {where} is not finite after round {round_idx}",
+                               "-slr", "server_learning_rate")
+        if self.rounds_without_updates >= DIVERGED_AFTER_ROUNDS:
+            self.stop_diverged(round_idx, f"every selected client's update was non-finite in the last "
+                                          f"{self.rounds_without_updates} rounds", "-lr", "local_learning_rate")
+
+    def stop_diverged(self, round_idx: int, what: str, flag: str, dest: str) -> None:
+        self.series["diverged_after_round"] = [round_idx + 1]
+        self.save_results()
+        value = getattr(self.args, dest, None)
+        raise UserError(f"training diverged: {what}; lower {flag} (now {value}) or the other step sizes; the "
+                        f"evaluations before it are in {self.results_path}, marked diverged_after_round")
 
     def evaluate(self, rounds_done: int) -> dict:
         """Every client, not only the selected ones, is evaluated (as HtFLlib does)."""
@@ -273,17 +321,21 @@ class Server:
         return capture_state(self, self.CHECKPOINT_STATIC)
 
     def restore_checkpoint_state(self, state: dict) -> None:
-        restore_state(self, state, self.device)
+        restore_state(self, state, self.device, self.CHECKPOINT_STATIC)
+
+    def plain_series(self) -> dict:
+        return {name: dict(values) if isinstance(values, dict) else list(values)
+                for name, values in self.series.items()}
 
     def save_checkpoint(self, rounds_done: int) -> None:
         start = time.perf_counter()
         client_states = self.executor.broadcast(self.all_client_ids, "checkpoint_state", count=False)
         self.checkpoints.save(rounds_done, {
             "config": comparable_config(self.args),
+            "data": self.data_signature,
             "server": self.checkpoint_state(),
             "clients": dict(zip(self.all_client_ids, client_states)),
-            "series": {name: dict(values) if isinstance(values, dict) else list(values)
-                       for name, values in self.series.items()},
+            "series": self.plain_series(),
             "rng": global_rng_states(),
         })
         seconds = time.perf_counter() - start
@@ -291,23 +343,32 @@ class Server:
         self.checkpoint_schedule.written(seconds)
 
     def start_afresh(self) -> int:
-        found = self.checkpoints.rounds()
-        if found or self.checkpoints.finished():
-            tqdm.write(f"[{self.name}] replacing the checkpoints of an earlier run in {self.checkpoints.folder} "
+        if self.checkpoints.rounds():
+            moved = self.checkpoints.replace_with_fresh()
+            tqdm.write(f"[{self.name}] the checkpoints of an earlier run are moved to {moved} "
                        f"(pass --resume to continue that run instead)")
-        self.checkpoints.clear()
+        else:
+            self.checkpoints.replace_with_fresh()
         return 0
 
-    def resume(self) -> int:
-        """Load the newest readable checkpoint; returns the rounds it had done (0 if none)."""
-        state = self.checkpoints.load_latest(map_location="cpu")
-        if state is None:
-            tqdm.write(f"[{self.name}] no checkpoint in {self.checkpoints.folder}: starting from round 0")
-            self.checkpoints.clear()
-            return 0
-        check_same_config(state["config"], comparable_config(self.args), self.checkpoints.folder)
-        self.executor.scatter("restore_checkpoint_state", state["clients"], count=False)
-        self.restore_checkpoint_state(state["server"])
+    def set_aside_damaged(self, damaged: list) -> None:
+        """Move checkpoints newer than the one resumed from, which did not load, out of the way."""
+        if damaged:
+            where = self.checkpoints.set_aside_unreadable([rounds for rounds, _ in damaged])
+            for rounds, reason in damaged:
+                tqdm.write(f"checkpoint after round {rounds} cannot be read ({reason}): moved to {where}")
+        self.checkpoints.remove_leftovers()
+
+    def resume(self, state: dict) -> int:
+        """Put the run back as `state` (an accepted checkpoint) left it; returns its rounds done."""
+        try:
+            self.executor.scatter("restore_checkpoint_state", state["clients"], count=False)
+            self.restore_checkpoint_state(state["server"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+            reason = " ".join(str(error).split())[:300] or type(error).__name__
+            raise UserError(f"the checkpoint in {self.checkpoints.folder} does not fit this run ({reason}): "
+                            f"resume with the flags, data and library version that wrote it, or drop --resume "
+                            f"to start afresh") from None
         self.series = defaultdict(list, {name: defaultdict(list, values) if isinstance(values, dict) else values
                                          for name, values in state["series"].items()})
         set_global_rng_states(state["rng"])
@@ -322,9 +383,23 @@ class Server:
         return os.path.join(self.args.out, self.name + ".h5")
 
     def save_results(self) -> None:
-        os.makedirs(self.args.out, exist_ok=True)
-        config = dict(vars(self.args), run_index=self.run_index, run_seed=self.seed)
-        write_results(self.results_path, self.series, config)
+        write_results(self.results_path, self.series, self.results_config())
+
+    def save_image_grid(self, images: torch.Tensor, filename: str, nrow: int) -> None:
+        """Client-space images ([-1, 1]) as one PNG grid in the run's folder; a failed write
+        (a full disk) is a one-line error, like every other file the run writes."""
+        from torchvision.utils import save_image  # only runs that save images pay for it
+
+        path = os.path.join(self.run_dir, filename)
+        try:
+            os.makedirs(self.run_dir, exist_ok=True)
+            save_image((images.detach().cpu().float() + 1) / 2, path, nrow=nrow, padding=1)
+        except OSError as error:
+            raise UserError(f"cannot write {path}: {error.strerror or error}; free space or fix the folder's "
+                            f"permissions, then run the same command with --resume") from None
+
+    def results_config(self) -> dict:
+        return dict(vars(self.args), run_index=self.run_index, run_seed=self.seed)
 
     def report_best(self) -> None:
         acc = self.series["rs_test_acc"]
@@ -334,21 +409,13 @@ class Server:
         print(f"[{self.name}] best test accuracy {acc[best]:.4f} after "
               f"{self.series['eval_rounds'][best]} round(s); median {per_round:.2f} s/round")
         up, down = self.series["floats_up"], self.series["floats_down"]
+        skipped = self.series["skipped_clients"]
+        if any(skipped):
+            rounds_hit = [r for r, count in enumerate(skipped) if count]
+            print(f"[{self.name}] note: {int(sum(skipped))} client update(s) in {len(rounds_hit)} round(s) were "
+                  f"non-finite and left out (first in round {rounds_hit[0]}); those clients kept their "
+                  f"weights from before")
         if up:
             print(f"[{self.name}] traffic per round, all clients: {np.mean(up) / 1e6:.4g}M floats up, "
                   f"{np.mean(down) / 1e6:.4g}M floats down (mean of {len(up)} rounds); "
                   f"{self.series['setup_floats_down'][0] / 1e6:.4g}M floats down once at setup")
-
-
-def comparable_config(args) -> dict:
-    """The flags that decide what a run computes, as saved in its checkpoints."""
-    return {name: value for name, value in sorted(vars(args).items()) if name not in RESUMABLE_WITH_OTHER}
-
-
-def check_same_config(saved: dict, current: dict, folder: str) -> None:
-    """Refuse to resume a checkpoint written with other flags: its continuation would be neither run."""
-    differing = [name for name in sorted(set(saved) | set(current)) if saved.get(name) != current.get(name)]
-    if differing:
-        shown = ", ".join(f"{name} {saved.get(name)!r} there, {current.get(name)!r} now" for name in differing[:3])
-        raise UserError(f"the checkpoints in {folder} were written with other flags ({shown}): resume with the "
-                        f"flags of that run, or drop --resume to start afresh")

@@ -13,12 +13,10 @@ whole with its class counts; that is the only communication. Every round then
 Evaluation sends the student to every client, which scores it on its own data (not counted
 as traffic, as everywhere); -jr < 1 limits the teachers to the clients joining round 0.
 """
-import os
 from collections import Counter
 
 import torch
 import torch.nn.functional as F
-from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
 from flcore.clients.clientdi import clientDI
@@ -185,6 +183,4 @@ class DeepInversion(Server):
         for c in range(self.num_classes):
             row = images[labels == c][:10]
             rows += [row, torch.full((10 - len(row), *self.image_shape), PIXEL_MIN)]
-        os.makedirs(self.run_dir, exist_ok=True)
-        save_image((torch.cat(rows) + 1) / 2, os.path.join(self.run_dir, f"synthetic_round_{round_idx:04d}.png"),
-                   nrow=10, padding=1)
+        self.save_image_grid(torch.cat(rows), f"synthetic_round_{round_idx:04d}.png", nrow=10)

@@ -14,20 +14,18 @@ uploads uniformly and sends every client its group's new global model. Traffic p
 round: a full model up per selected client and down per client.
 """
 import math
-import os
 import re
 import time
 
 import torch
 import torch.nn.functional as F
-from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
 from flcore.clients.clientgptfl import clientGPTFL
 from flcore.generators.images import to_client_images
-from flcore.prompts import class_prompts
+from flcore.prompts import class_prompts, resolve_prompt_model
 from flcore.servers.serverbase import Server
-from flcore.text_to_image import load_text_to_image
+from flcore.text_to_image import check_text_to_image_flags, load_text_to_image
 from flcore.weighted_average import weighted_average
 from trainmodel.families import client_architecture
 from trainmodel.models import build_model
@@ -112,6 +110,13 @@ class GPTFL(Server):
     # GPU). The learning rate is the library's server default.
     DEFAULTS = {"server_epochs": 3, "server_learning_rate": 0.01, "server_batch_size": 32}
 
+    @classmethod
+    def check_args(cls, args) -> None:
+        super().check_args(args)
+        check_text_to_image_flags(args)
+        if args.prompt_model is not None:
+            resolve_prompt_model(args.prompt_model)
+
     def setup(self):
         args = self.args
         self.architectures = [client_architecture(args.model_family, cid) for cid in self.all_client_ids]
@@ -161,9 +166,7 @@ class GPTFL(Server):
         """A grid of the first few synthetic images of every class, one class per row."""
         shown = min(PREVIEW_PER_CLASS, int(torch.bincount(labels).min()))
         rows = [images[labels == label][:shown] for label in range(self.num_classes)]
-        os.makedirs(self.run_dir, exist_ok=True)
-        save_image(torch.cat(rows) * 0.5 + 0.5, os.path.join(self.run_dir, "synthetic_preview.png"),
-                   nrow=shown, padding=1)
+        self.save_image_grid(torch.cat(rows), "synthetic_preview.png", nrow=shown)
 
     # ---- central pre-training -----------------------------------------------------------
     def pretrain_globals(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, dict]:

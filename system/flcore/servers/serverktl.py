@@ -7,16 +7,14 @@ takes the per-class centroids as latents, generates one image per class and send
 (image, latent) pairs to next round's clients. The generator is a backend chosen by
 `generator_kind`; this file does not change per backend.
 """
-import os
 
 import torch
 import torch.nn as nn
-from torchvision.utils import save_image
 
 from flcore.clients.clientktl import clientKTL
 from flcore.etf import simplex_etf
 from flcore.generators.images import image_round_due, to_client_images
-from flcore.generators.registry import load_generator
+from flcore.generators.registry import check_generator_flags, load_generator
 from flcore.losses import mmd_rbf
 from flcore.prototypes import class_sums
 from flcore.servers.serverbase import Server
@@ -52,6 +50,13 @@ class FedKTL(Server):
     CHECKPOINT_STATIC = Server.CHECKPOINT_STATIC | {"generator"}
     DEFAULTS = {"lamda": 1.0, "mu": 50.0, "server_learning_rate": 0.01,
                 "server_batch_size": 100, "server_epochs": 100}
+    #: a -GPath to suggest when a backend's weights must be named (none is ever a default)
+    GENERATOR_EXAMPLE = None
+
+    @classmethod
+    def check_args(cls, args) -> None:
+        super().check_args(args)
+        check_generator_flags(cls.generator_kind, args, cls.GENERATOR_EXAMPLE)
 
     def setup(self):
         args = self.args
@@ -129,7 +134,5 @@ class FedKTL(Server):
     def save_generated(self, client_images: torch.Tensor, round_idx: int) -> None:
         """A grid of the images clients receive (client resolution, so a long run's grids stay small)."""
         if image_round_due(round_idx, self.args.save_generated_every, self.global_rounds):
-            os.makedirs(self.run_dir, exist_ok=True)
-            save_image((client_images.cpu() + 1) / 2,
-                       os.path.join(self.run_dir, f"generated_round_{round_idx:04d}.png"),
-                       nrow=min(10, len(client_images)), padding=1)
+            self.save_image_grid(client_images, f"generated_round_{round_idx:04d}.png",
+                                 nrow=min(10, len(client_images)))

@@ -1,4 +1,4 @@
-"""FedKTL with a pre-trained Stable Diffusion (local diffusers folder; default
+"""FedKTL with a pre-trained Stable Diffusion (local diffusers folder from -GPath, e.g.
 stable-diffusion/v1.5): the aligned centroids are the initial latents x_T. Only the
 backend and the paper's Stable Diffusion server settings differ from FedKTL."""
 from flcore.servers.serverktl import FedKTL
@@ -6,5 +6,6 @@ from flcore.servers.serverktl import FedKTL
 
 class FedKTLStableDiffusion(FedKTL):
     generator_kind = "stable-diffusion"
-    DEFAULTS = {**FedKTL.DEFAULTS, "lamda": 0.01, "mu": 100.0, "server_learning_rate": 0.1,
-                "generator_path": "stable-diffusion/v1.5"}
+    # Weights are only loaded from a folder the user names, so -GPath has no default.
+    GENERATOR_EXAMPLE = "stable-diffusion/v1.5"
+    DEFAULTS = {**FedKTL.DEFAULTS, "lamda": 0.01, "mu": 100.0, "server_learning_rate": 0.1}

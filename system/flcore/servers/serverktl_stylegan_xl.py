@@ -1,9 +1,10 @@
-"""FedKTL with a pre-trained StyleGAN-XL (class-conditional NVlabs pickle; default the
-ImageNet 64x64 one the original used): only the backend and defaults differ from FedKTL."""
+"""FedKTL with a pre-trained StyleGAN-XL (class-conditional NVlabs pickle from -GPath, e.g.
+the ImageNet 64x64 one the original used): only the backend and defaults differ from FedKTL."""
 from flcore.servers.serverktl import FedKTL
 
 
 class FedKTLStyleGANXL(FedKTL):
     generator_kind = "stylegan"
-    DEFAULTS = {**FedKTL.DEFAULTS, "lamda": 1.0, "mu": 50.0, "server_learning_rate": 0.01,
-                "generator_path": "stylegan/stylegan-xl-models/imagenet64.pkl"}
+    # A pickle runs code when loaded, so -GPath has no default; this is only suggested.
+    GENERATOR_EXAMPLE = "stylegan/stylegan-xl-models/imagenet64.pkl"
+    DEFAULTS = {**FedKTL.DEFAULTS, "lamda": 1.0, "mu": 50.0, "server_learning_rate": 0.01}
