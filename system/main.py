@@ -41,6 +41,10 @@ def run(args) -> None:
     apply_algorithm_defaults(args, server_class)
     validate(args)
     server_class.check_args(args)
+    for index in range(args.prev, args.times):
+        run_dir = os.path.join(args.out, result_name(args.dataset, args.algorithm, args.goal, index))
+        if is_held(run_dir):  # told before any work; checked again, for good, when the run takes it
+            raise UserError(held_message(run_dir))
     choose_device(args)
     if args.threads:
         torch.set_num_threads(args.threads)

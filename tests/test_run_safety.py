@@ -81,7 +81,8 @@ def test_resume_over_unreadable_checkpoints_is_refused_and_keeps_them(data_root,
     before = snapshot(unfinished_run)
     capsys.readouterr()
     assert main.main(flags(data_root, unfinished_run, "-gr", "2", "--resume")) == 2
-    assert "none of the checkpoints" in one_error_line(capsys)
+    error = one_error_line(capsys)
+    assert "none of the checkpoints" in error and "weights_only" not in error
     assert snapshot(unfinished_run) == before
 
 
@@ -198,6 +199,7 @@ def test_two_processes_on_one_out_the_second_refuses(data_root, tmp_path):
         lines = [line for line in second.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and lines[0].startswith("error: another run is writing"), second.stderr
         assert "Traceback" not in second.stderr
+        assert second.stdout.strip() == ""  # refused before any work (no data loaded, nothing printed)
     finally:
         first.kill()
         first.wait()

@@ -51,6 +51,14 @@ def atomic_write(path: str, write) -> None:
             os.remove(tmp)
 
 
+def load_failure(error: BaseException) -> str:
+    """Why a checkpoint did not load, briefly: the error's type and first sentence (torch's
+    own messages go on to advise loading with weights_only=False, which is not the fix here)."""
+    text = " ".join(str(error).split())
+    first = text.split(". ")[0].rstrip(".")[:120]
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
+
+
 class UnreadableCheckpoints(Exception):
     """Checkpoint files are there but none of them loads; they are left as they are."""
 
@@ -137,7 +145,7 @@ class CheckpointStore:
     def mark_finished(self, info: dict) -> None:
         os.makedirs(self.folder, exist_ok=True)
         atomic_write(os.path.join(self.folder, FINISHED),
-                     lambda f: f.write(json.dumps(info, indent=2, sort_keys=True).encode()))
+                     lambda f: f.write(json.dumps(info, sort_keys=True, separators=(",", ":")).encode()))
 
     def remove_rounds(self, keep_newest: int = 0) -> None:
         """Remove the checkpoint files, all of them or all but the newest `keep_newest`."""
@@ -198,7 +206,7 @@ class CheckpointStore:
             try:
                 return self.load(rounds_done, map_location), damaged
             except Exception as error:  # a damaged file can fail in many ways inside torch.load
-                damaged.append((rounds_done, " ".join(str(error).split())[:200] or type(error).__name__))
+                damaged.append((rounds_done, load_failure(error)))
         if damaged:
             raise UnreadableCheckpoints(damaged)
         return None, []
