@@ -23,32 +23,12 @@ from typing import Callable, Optional
 
 import torch
 
-from utils.errors import UserError
+from utils.files import TEMPORARY_SUFFIX, atomic_write
 
 FORMAT_VERSION = 1
 PATTERN = re.compile(r"^round_(\d+)\.pt$")
 FINISHED = "finished.json"
-TEMPORARY_SUFFIX = ".partial"
 UNREADABLE = "unreadable"
-
-
-def atomic_write(path: str, write) -> None:
-    """Call `write(file)` on a temporary file beside `path`, sync it, then rename it to `path`.
-    A failed write (a full disk, a folder made read-only) leaves `path` as it was and no
-    temporary file, and ends in a one-line UserError."""
-    tmp = f"{path}.{os.getpid()}{TEMPORARY_SUFFIX}"
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as error:
-        raise UserError(f"cannot write {path}: {error.strerror or error}; free space or fix the "
-                        f"folder's permissions, then run the same command with --resume") from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def load_failure(error: BaseException) -> str:

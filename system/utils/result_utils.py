@@ -12,7 +12,7 @@ import os
 import h5py
 import numpy as np
 
-from utils.errors import UserError
+from utils.files import atomic_write
 
 
 def result_name(dataset: str, algorithm: str, goal: str, index: int) -> str:
@@ -23,11 +23,8 @@ def write_results(path: str, series: dict, config: dict) -> None:
     """Write `series` (name -> list of numbers, or name -> dict of lists) atomically: a
     failed write (a full disk) leaves the previous file and no temporary one, and ends in a
     one-line UserError."""
-    folder = os.path.dirname(path) or "."
-    tmp = path + ".tmp"
-    try:
-        os.makedirs(folder, exist_ok=True)
-        with h5py.File(tmp, "w") as f:
+    def write(file):
+        with h5py.File(file, "w") as f:
             for key, values in series.items():
                 if isinstance(values, dict):
                     group = f.create_group(key)
@@ -36,29 +33,13 @@ def write_results(path: str, series: dict, config: dict) -> None:
                 else:
                     f.create_dataset(key, data=np.asarray(values, dtype=np.float64))
             f.attrs["config"] = json.dumps(config, sort_keys=True, default=str)
-        os.replace(tmp, path)
-    except OSError as error:
-        reason = getattr(error, "strerror", None) or " ".join(str(error).split()) or type(error).__name__
-        raise UserError(f"cannot write {path}: {reason}; free space or fix the folder's permissions, then run "
-                        f"the same command with --resume") from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+
+    atomic_write(path, write)
 
 
 def write_json(path: str, content: dict) -> None:
     """`content` as JSON at `path`, atomically, or a one-line UserError."""
-    tmp = path + ".tmp"
-    try:
-        with open(tmp, "w") as f:
-            json.dump(content, f, indent=2, sort_keys=True, default=str)
-        os.replace(tmp, path)
-    except OSError as error:
-        raise UserError(f"cannot write {path}: {error.strerror or error}; free space or fix the folder's "
-                        f"permissions") from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda f: f.write(json.dumps(content, indent=2, sort_keys=True, default=str).encode()))
 
 
 def read_results(path: str) -> tuple[dict, dict]:

@@ -9,9 +9,13 @@ optimisers and generators in place, everything else replaced).
 Unknown types are refused with a message naming the attribute, so a new attribute that
 cannot be saved is found by the resume tests instead of being silently left out.
 """
+import itertools
+
 import numpy as np
 import torch
 import torch.nn as nn
+
+from utils.payload import first_non_finite_named
 
 #: marks a tensor that lived on the object's accelerator and goes back there on restore
 ON_DEVICE = "__on_device__"
@@ -121,38 +125,41 @@ def restore_state(obj, state: dict, device, static=frozenset()) -> None:
         setattr(obj, name, restore_value(getattr(obj, name, None), saved, device, f"{owner}.{name}"))
 
 
-def _float_tensors(value, where: str):
-    """(name, tensor) for every floating-point tensor `value` holds in modules, tensors and containers."""
+def _float_tensors(value, where: str, modules_only: bool):
+    """(name, tensor) for the floating-point parameters and buffers of the modules in `value`
+    (a module, or containers of them) and, unless `modules_only`, its bare tensors."""
     if isinstance(value, nn.Module):
-        for name, tensor in value.state_dict(keep_vars=True).items():
-            if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
+        for name, tensor in itertools.chain(value.named_parameters(), value.named_buffers()):
+            if tensor.is_floating_point():
                 yield f"{where}.{name}", tensor
     elif isinstance(value, torch.Tensor):
-        if value.is_floating_point():
+        if not modules_only and value.is_floating_point():
             yield where, value
     elif isinstance(value, dict):
         for key, item in value.items():
-            yield from _float_tensors(item, f"{where}[{key!r}]")
+            yield from _float_tensors(item, f"{where}[{key!r}]", modules_only)
     elif isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
-            yield from _float_tensors(item, f"{where}[{i}]")
+            yield from _float_tensors(item, f"{where}[{i}]", modules_only)
+
+
+def named_float_tensors(obj, static, modules_only: bool = False):
+    """(name, tensor) for every floating-point tensor among `obj`'s non-static attributes (only
+    those of its modules with `modules_only`), each tensor once."""
+    seen = set()
+    for attr, value in vars(obj).items():
+        if attr not in static:
+            for name, tensor in _float_tensors(value, attr, modules_only):
+                if id(tensor) not in seen:
+                    seen.add(id(tensor))
+                    yield name, tensor
 
 
 def first_non_finite_state(obj, static) -> "str | None":
     """The name of the first floating-point tensor among `obj`'s non-static attributes that
     holds a NaN or an infinity, or None. One synchronisation per device, not per tensor."""
-    found = [(name, tensor) for attr, value in vars(obj).items() if attr not in static
-             for name, tensor in _float_tensors(value, attr)]
-    if not found:
-        return None
-    by_device = {}
-    for index, (_, tensor) in enumerate(found):
-        by_device.setdefault(tensor.device, []).append((index, tensor))
-    for items in by_device.values():
-        flags = torch.stack([torch.isfinite(tensor.detach()).all() for _, tensor in items]).cpu()
-        if not bool(flags.all()):
-            return found[items[int((~flags).nonzero()[0])][0]][0]
-    return None
+    with torch.no_grad():
+        return first_non_finite_named(named_float_tensors(obj, static))
 
 
 def same_device(a: torch.device, b: torch.device) -> bool:

@@ -16,7 +16,7 @@ import torch.nn as nn
 from utils.metrics import classification_stats
 from utils.payload import first_non_finite, first_non_finite_named
 from utils.seeding import derive_seed
-from utils.state import capture_state, restore_state
+from utils.state import capture_state, named_float_tensors, restore_state
 
 
 class Client:
@@ -136,13 +136,7 @@ class Client:
     def held_tensors(self):
         """(name, tensor) for every parameter and buffer of the modules this client keeps in
         its checkpoints (static attributes left out), each tensor once."""
-        seen = set()
-        for name, value in vars(self).items():
-            if name not in self.CHECKPOINT_STATIC:
-                for where, tensor in _module_tensors(value, name):
-                    if id(tensor) not in seen:
-                        seen.add(id(tensor))
-                        yield where, tensor
+        return named_float_tensors(self, self.CHECKPOINT_STATIC, modules_only=True)
 
     # ---- helpers --------------------------------------------------------------------
     def local_train(self) -> None:
@@ -207,18 +201,3 @@ class Client:
 
 #: stands for the summed training loss among the tensors `guarded` checks
 _LOSS = object()
-
-
-def _module_tensors(value, where: str):
-    """(name, tensor) for the floating-point parameters and buffers of the modules in `value`
-    (a module, or containers of them), named from `where`."""
-    if isinstance(value, nn.Module):
-        for name, tensor in itertools.chain(value.named_parameters(), value.named_buffers()):
-            if tensor.is_floating_point():
-                yield f"{where}.{name}", tensor
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from _module_tensors(item, f"{where}[{key!r}]")
-    elif isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            yield from _module_tensors(item, f"{where}[{index}]")
