@@ -21,7 +21,8 @@ from flcore.registry import get_server_class  # noqa: E402
 from utils.checkpoints import FINISHED, CheckpointStore  # noqa: E402
 from utils.data_utils import check_training_sizes, load_federated_dataset  # noqa: E402
 from utils.errors import UserError  # noqa: E402
-from utils.result_utils import result_name, summarize_repetitions, write_json, write_results  # noqa: E402
+from utils.result_utils import (result_name, results_config, summarize_repetitions, write_json,  # noqa: E402
+                                write_results)
 from utils.resume import check_finished_run, data_signature, load_resume_state  # noqa: E402
 from utils.run_lock import RunLock, held_message, is_held  # noqa: E402
 
@@ -64,8 +65,6 @@ def run_repetition(args, server_class, data, signature: dict, index: int) -> Non
     started = time.time()
     name = result_name(args.dataset, args.algorithm, args.goal, index)
     run_dir = os.path.join(args.out, name)
-    if is_held(run_dir):
-        raise UserError(held_message(run_dir))
     store = CheckpointStore(run_dir, keep=args.ckpt_keep)
     state, damaged = None, []
     if args.resume:
@@ -101,8 +100,7 @@ def report_finished(args, store: CheckpointStore, finished: dict, name: str, ind
         if "series" not in finished:
             raise UserError(f"{results} is missing and {store.folder} holds no copy of its series (written by an "
                             f"older version): drop --resume to run it again")
-        write_results(results, finished["series"],
-                      dict(vars(args), run_index=index, run_seed=args.seed + index))
+        write_results(results, finished["series"], results_config(args, index))
         print(f"[{name}] {results} was missing: rebuilt from {os.path.join(store.folder, FINISHED)}")
     print(f"{name} already finished after {finished['rounds_done']} round(s): results in {results}")
 

@@ -113,7 +113,6 @@ class CheckpointStore:
 
     # ---- writing ----------------------------------------------------------------------
     def save(self, rounds_done: int, state: dict) -> str:
-        os.makedirs(self.folder, exist_ok=True)
         path = self.path(rounds_done)
         atomic_write(path, lambda f: torch.save({"format": FORMAT_VERSION, "rounds_done": rounds_done, **state}, f))
         self.prune()
@@ -123,7 +122,6 @@ class CheckpointStore:
         self.remove_rounds(keep_newest=self.keep)
 
     def mark_finished(self, info: dict) -> None:
-        os.makedirs(self.folder, exist_ok=True)
         atomic_write(os.path.join(self.folder, FINISHED),
                      lambda f: f.write(json.dumps(info, sort_keys=True, separators=(",", ":")).encode()))
 

@@ -37,6 +37,11 @@ def write_results(path: str, series: dict, config: dict) -> None:
     atomic_write(path, write)
 
 
+def results_config(args, run_index: int) -> dict:
+    """What a results file records as its configuration: the flags and the repetition."""
+    return dict(vars(args), run_index=run_index, run_seed=args.seed + run_index)
+
+
 def write_json(path: str, content: dict) -> None:
     """`content` as JSON at `path`, atomically, or a one-line UserError."""
     atomic_write(path, lambda f: f.write(json.dumps(content, indent=2, sort_keys=True, default=str).encode()))

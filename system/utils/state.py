@@ -158,8 +158,7 @@ def named_float_tensors(obj, static, modules_only: bool = False):
 def first_non_finite_state(obj, static) -> "str | None":
     """The name of the first floating-point tensor among `obj`'s non-static attributes that
     holds a NaN or an infinity, or None. One synchronisation per device, not per tensor."""
-    with torch.no_grad():
-        return first_non_finite_named(named_float_tensors(obj, static))
+    return first_non_finite_named(named_float_tensors(obj, static))
 
 
 def same_device(a: torch.device, b: torch.device) -> bool:

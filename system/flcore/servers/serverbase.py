@@ -22,7 +22,8 @@ from utils.checkpoints import CheckpointSchedule, CheckpointStore
 from utils.errors import UserError
 from utils.executors import make_executor
 from utils.metrics import aggregate_evaluations
-from utils.result_utils import result_name, write_results
+from utils.files import atomic_write
+from utils.result_utils import result_name, results_config, write_results
 from utils.resume import comparable_config, data_signature, load_resume_state
 from utils.sampling import ClientSchedule
 from utils.seeding import derive_seed, global_rng_states, seed_everything, set_global_rng_states, torch_generator
@@ -343,12 +344,10 @@ class Server:
         self.checkpoint_schedule.written(seconds)
 
     def start_afresh(self) -> int:
-        if self.checkpoints.rounds():
-            moved = self.checkpoints.replace_with_fresh()
+        moved = self.checkpoints.replace_with_fresh()
+        if moved:
             tqdm.write(f"[{self.name}] the checkpoints of an earlier run are moved to {moved} "
                        f"(pass --resume to continue that run instead)")
-        else:
-            self.checkpoints.replace_with_fresh()
         return 0
 
     def set_aside_damaged(self, damaged: list) -> None:
@@ -383,23 +382,16 @@ class Server:
         return os.path.join(self.args.out, self.name + ".h5")
 
     def save_results(self) -> None:
-        write_results(self.results_path, self.series, self.results_config())
+        write_results(self.results_path, self.series, results_config(self.args, self.run_index))
 
     def save_image_grid(self, images: torch.Tensor, filename: str, nrow: int) -> None:
         """Client-space images ([-1, 1]) as one PNG grid in the run's folder; a failed write
         (a full disk) is a one-line error, like every other file the run writes."""
         from torchvision.utils import save_image  # only runs that save images pay for it
 
-        path = os.path.join(self.run_dir, filename)
-        try:
-            os.makedirs(self.run_dir, exist_ok=True)
-            save_image((images.detach().cpu().float() + 1) / 2, path, nrow=nrow, padding=1)
-        except OSError as error:
-            raise UserError(f"cannot write {path}: {error.strerror or error}; free space or fix the folder's "
-                            f"permissions, then run the same command with --resume") from None
-
-    def results_config(self) -> dict:
-        return dict(vars(self.args), run_index=self.run_index, run_seed=self.seed)
+        atomic_write(os.path.join(self.run_dir, filename),
+                     lambda f: save_image((images.detach().cpu().float() + 1) / 2, f, format="png",
+                                          nrow=nrow, padding=1))
 
     def report_best(self) -> None:
         acc = self.series["rs_test_acc"]

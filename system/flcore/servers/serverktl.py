@@ -7,7 +7,6 @@ takes the per-class centroids as latents, generates one image per class and send
 (image, latent) pairs to next round's clients. The generator is a backend chosen by
 `generator_kind`; this file does not change per backend.
 """
-
 import torch
 import torch.nn as nn
 
