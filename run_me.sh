@@ -9,7 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-ALGORITHMS="Local FedKTL FedProto FD LG-FedAvg FML FedKD FedGen FedGH FedTGP GPT-FL DeepInversion FedLoGe"
+# Every algorithm that runs on the bundled data and generator, from the algorithms' specs.
+ALGORITHMS=$(python system/main.py --list_algorithms)
 
 # FedLoGe averages one backbone: it runs on ResNet8 (the family's BatchNorm member), the rest on HtFE-cpu.
 family_of() { if [ "$1" = FedLoGe ]; then echo ResNet8; else echo HtFE-cpu; fi; }
@@ -93,7 +94,7 @@ paper_suite() {
 }
 
 speed() {
-  python system/benchmark_round.py -gr 10 --seed 0
+  python scripts/benchmark_round.py -gr 10 --seed 0
 }
 
 case "${1:-cpu}" in

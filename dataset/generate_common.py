@@ -12,7 +12,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from dataset import htfl_format, partition
+from dataset import partition
+from utils import htfl_format
 
 # PFLlib records this batch size in config.json and sizes `least_samples` from it.
 BATCH_SIZE = 10

@@ -1,11 +1,11 @@
 """Command-line flags: HtFLlib/FedKTL's short flags with their meaning, plus spelled-out new ones.
 
-Algorithm hyperparameters default to `None` here and are filled from the chosen
-algorithm's `DEFAULTS` (then from `GLOBAL_DEFAULTS`), so e.g. FedKTL-stylegan-3 can
-default to lambda 0.1 while any flag the user gives still wins.
+The run's flags are declared here; every algorithm's options come from its spec in
+`flcore/algorithms/`. Flags several algorithms read with their own defaults (`-lam`, `-slr`,
+...) default to unset here and are filled from the chosen algorithm's spec, so e.g.
+FedKTL-stylegan-3 defaults to lambda 0.1 while any flag the user gives still wins.
 """
 import argparse
-import importlib
 import importlib.util
 import json
 import math
@@ -13,39 +13,16 @@ import os
 import re
 import sys
 
+from flcore.registry import MODULE_OF, SPECS, declarations, fill_defaults, get_spec
 from utils.errors import UserError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-#: defaults of algorithm-tunable flags when the algorithm sets none
-GLOBAL_DEFAULTS = {
-    "local_learning_rate": 0.01,
-    "lamda": 1.0,
-    "mu": 50.0,
-    "server_learning_rate": 0.01,
-    "server_batch_size": 100,
-    "server_epochs": 100,
-    "gen_batch_size": 0,
-    # HtFLlib's main.py defaults for the baselines' flags
-    "noise_dim": 512,
-    "generator_learning_rate": 0.005,
-    "hidden_dim": 512,
-    "alpha": 1.0,
-    "beta": 1.0,
-    "mentee_learning_rate": 0.01,
-    "T_start": 0.95,
-    "T_end": 0.98,
-    "margin_threthold": 100.0,
-}
+#: defaults of the run's flags that an algorithm may set its own default for (FedLoGe's -lr)
+COMMON_DEFAULTS = {"local_learning_rate": 0.01}
 
-#: modules that add one algorithm's flags (`add_arguments(parser)`) and checks (`validate(args)`)
-OPTION_MODULES = ("flcore.options.fedloge", "flcore.options.gptfl", "flcore.options.deepinversion")
-
-#: dests whose flag users know by HtFLlib's short form (for error messages)
-SHORT_FLAGS = {"local_learning_rate": "-lr", "join_ratio": "-jr", "server_learning_rate": "-slr", "lamda": "-lam",
-               "mu": "-mu", "learning_rate_decay_gamma": "-ldg", "generator_learning_rate": "-glr",
-               "alpha": "-al", "beta": "-bt", "mentee_learning_rate": "-mlr", "T_start": "-Ts", "T_end": "-Te",
-               "margin_threthold": "-mart"}
+#: the short forms users know for run flags (algorithm options carry their own spellings)
+COMMON_SHORT_FLAGS = {"local_learning_rate": "-lr", "join_ratio": "-jr", "learning_rate_decay_gamma": "-ldg"}
 
 #: flag profiles chosen by --recipe: defaults that flags given on the command line still override
 RECIPES = {
@@ -99,12 +76,27 @@ class Parser(argparse.ArgumentParser):
         fail(f"{' '.join(message.split())}; {self.prog} -h lists the flags")
 
 
+class ListAlgorithms(argparse.Action):
+    """`--list_algorithms`: the names run_me.sh's suites loop over (every spec with test settings
+    runs on the bundled data and generator)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(" ".join(spec.name for spec in SPECS if spec.test_flags is not None))
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(
         prog="python system/main.py",
         description="Heterogeneous federated learning with a server-side pre-trained generator.")
     g = p.add_argument_group("run")
-    g.add_argument("-algo", "--algorithm", default="FedKTL", help="algorithm name (default FedKTL)")
+    g.add_argument("-algo", "--algorithm", default="FedKTL",
+                   help="algorithm name (default FedKTL): " + ", ".join(name for spec in SPECS for name in spec.names))
+    g.add_argument("--list_algorithms", action=ListAlgorithms,
+                   help="print the algorithms that run without downloaded weights, one line, and exit")
     g.add_argument("-data", "--dataset", default="MNIST5k", help="folder under dataset/ (default MNIST5k)")
     g.add_argument("-nb", "-ncl", "--num_classes", type=int, default=None,
                    help="number of classes; read from the dataset's config.json when omitted")
@@ -169,40 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_bool(c, "--ckpt_keep_final", help="keep the newest --ckpt_keep checkpoints after the run finishes, writing "
                                           "one after the last round (default: a finished run removes them)")
 
-    k = p.add_argument_group("FedKTL")
-    k.add_argument("-slr", "--server_learning_rate", type=float, default=None,
-                   help="server learning rate (FedKTL: Adam for transformer and centroids, 0.01 or 0.1 "
-                        "with SD; FedGH/FedTGP: SGD, 0.01)")
-    k.add_argument("-sbs", "--server_batch_size", type=int, default=None, help="server batch size (FedKTL 100; FedGH/FedTGP 10)")
-    k.add_argument("-se", "--server_epochs", type=int, default=None, help="server epochs per round (FedKTL 100, FedGH 1, FedTGP 100, FedGen 100)")
-    k.add_argument("-lam", "--lamda", type=float, default=None, help="per-algorithm weight: FedKTL centroid MSE (1.0), FedProto/FedTGP prototype MSE (10), FD logit MSE (1)")
-    k.add_argument("-mu", "--mu", type=float, default=None, help="weight of the latent MSE on clients (50)")
-    k.add_argument("-GPath", "--generator_path", default=None,
-                   help="generator weights, by -algo: a built-in .pt (FedKTL; default: the bundled one), a "
-                        "StyleGAN pickle (FedKTL-stylegan-3/-xl: required; unpickling runs its code, so name only "
-                        "files you trust) or a Stable Diffusion folder (FedKTL-stable-diffusion: required; GPT-FL: "
-                        "optional); relative paths are tried from the working directory, then the repository root")
-    k.add_argument("-gbs", "--gen_batch_size", type=int, default=None,
-                   help="images per generator call (default 0: FedKTL all classes at once, GPT-FL 64 with "
-                        "the built-in generator and 8 with Stable Diffusion; halved on GPU out-of-memory)")
-    k.add_argument("-prompt", "--stable_diffusion_prompt", default="a cat",
-                   help="Stable Diffusion prompt, encoded once per run (default 'a cat')")
-    k.add_argument("--stylegan_utils", default=None, metavar="DIR",
-                   help="folder holding NVlabs' torch_utils/ and dnnlib/ (a stylegan3 or stylegan-xl clone, e.g. "
-                        "stylegan/stylegan-utils), needed to unpickle StyleGAN pickles; no default: only a folder "
-                        "named here is put on sys.path")
-    k.add_argument("--sd_steps", type=int, default=50, help="Stable Diffusion denoising steps (50)")
-    k.add_argument("--sd_guidance", type=float, default=7.5, help="classifier-free guidance scale (7.5)")
-    add_bool(k, "--sd_fp16", help="Stable Diffusion weights in float16 (CUDA only)")
-    add_bool(k, "--ktl_fixed_proj",
-             help="reset the projection layer to the server's initial one every round (original code)")
-    add_bool(k, "--ktl_separate_forward",
-             help="separate backbone passes for real and generated images (original code) "
-                  "instead of one fused pass")
-    k.add_argument("--save_generated_every", type=int, default=None,
-                   help="save the images clients receive as a PNG grid every this many rounds (0: never); default: "
-                        "rounds 0, 1, 2, 5, 10, 20, 50, ... and the last")
-    o = p.add_argument_group("the original code's computation (see README, Fidelity; --recipe paper sets them all)")
+    others = ", ".join(declarations()[dest][0][1].flag for dest in RECIPES["paper"] if dest in declarations())
+    o = p.add_argument_group(f"the original code's computation (see README, Fidelity; --recipe paper sets these "
+                             f"and {others})")
     o.add_argument("--recipe", default="library", choices=sorted(RECIPES),
                    help="library: this library's defaults; paper: compute as the original FedKTL/HtFLlib code "
                         "did, so `run_me.sh paper` reproduces the paper's setting (flags you give still win)")
@@ -216,25 +177,63 @@ def build_parser() -> argparse.ArgumentParser:
     add_bool(o, "--resize_antialias", default=True,
              help="antialias when resizing generated images to the clients' size (default true; the original "
                   "code's torchvision did not)")
-    b = p.add_argument_group("baselines (HtFLlib's flags; defaults per algorithm, see README)")
-    b.add_argument("-nd", "--noise_dim", type=int, default=None, help="FedGen: noise width (32)")
-    b.add_argument("-glr", "--generator_learning_rate", type=float, default=None,
-                   help="FedGen: server generator learning rate (3e-4)")
-    b.add_argument("-hd", "--hidden_dim", type=int, default=None, help="FedGen: generator hidden width (512)")
-    add_bool(b, "--fedgen_htfllib",
-             help="FedGen as HtFLlib's code computes it: clients regularise from round 0 on with the server's "
-                  "initial, untrained generator (HtFLlib never saves the trained one), noise uniform in [0, 1)")
-    b.add_argument("-al", "--alpha", type=float, default=None, help="FML: weight of the private model's cross-entropy; its KL term gets 1 - alpha (0.5)")
-    b.add_argument("-bt", "--beta", type=float, default=None, help="FML: weight of the shared model's cross-entropy; its KL term gets 1 - beta (0.5)")
-    b.add_argument("-mlr", "--mentee_learning_rate", type=float, default=None,
-                   help="FedKD: learning rate of the shared mentee (0.01)")
-    b.add_argument("-Ts", "--T_start", type=float, default=None, help="FedKD: SVD energy kept at the start (0.95)")
-    b.add_argument("-Te", "--T_end", type=float, default=None, help="FedKD: SVD energy kept at the end (0.98)")
-    b.add_argument("-mart", "--margin_threthold", type=float, default=None,
-                   help="FedTGP: upper bound of the adaptive margin (100)")
-    for module in OPTION_MODULES:
-        importlib.import_module(module).add_arguments(p)
+    add_algorithm_options(p)
     return p
+
+
+def add_algorithm_options(parser) -> None:
+    """Every algorithm's options, from the specs: a flag several algorithms read, each with its own
+    meaning and default, in one group that says so; the others in their algorithms' groups."""
+    found = declarations()
+    shared, own = [], {}
+    for dest, pairs in found.items():
+        modules = {MODULE_OF[spec] for spec, _ in pairs}
+        if len(modules) > 1:
+            shared.append(dest)
+        else:
+            title = ", ".join(spec.name for spec in SPECS if MODULE_OF[spec] in modules)
+            own.setdefault(title, []).append(dest)
+    group = parser.add_argument_group("algorithm options (HtFLlib's flags: meaning and default per algorithm)")
+    for dest in shared:
+        add_option(group, found[dest])
+    for title, dests in own.items():
+        group = parser.add_argument_group(title)
+        for dest in dests:
+            add_option(group, found[dest])
+
+
+def add_option(group, pairs) -> None:
+    option = pairs[0][1]
+    defaults = {other.default for _, other in pairs}
+    if not option.shared and len(defaults) > 1:
+        raise TypeError(f"{option.flags[-1]} has several defaults: declare it from a shared template")
+    default = None if option.shared else option.default
+    text = option_help(pairs).replace("%", "%%")
+    if option.type is bool:
+        add_bool(group, *option.flags, default=default, help=text)
+    else:
+        group.add_argument(*option.flags, type=None if option.type is str else option.type, default=default,
+                           choices=option.choices, metavar=option.metavar, help=text)
+
+
+def option_help(pairs) -> str:
+    """One algorithm's help as it wrote it; for a shared flag, what it means and its default per algorithm."""
+    option = pairs[0][1]
+    if not option.shared and len({other.help for _, other in pairs}) == 1:
+        return option.help
+    meanings = {}
+    for spec, declared in pairs:
+        meanings.setdefault(declared.help, {}).setdefault(declared.default, []).append(spec.name)
+    parts = []
+    for text, by_default in meanings.items():
+        names = "/".join(name for group in by_default.values() for name in group)
+        if len(by_default) == 1:
+            default = next(iter(by_default))
+            parts.append(f"{names}: {text}" + ("" if default is None else f" ({default})"))
+        else:
+            defaults = ", ".join(f"{'/'.join(group)} {default}" for default, group in by_default.items())
+            parts.append(f"{names}: {text} ({defaults})")
+    return "; ".join(parts)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -322,18 +321,19 @@ def note_ignored(args, ignored) -> None:
         print(f"note: --config {args.config}: {'; '.join(parts)}", file=sys.stderr)
 
 
-def apply_algorithm_defaults(args, server_class) -> None:
-    """Fill every flag the user left unset from the algorithm's DEFAULTS, then GLOBAL_DEFAULTS."""
+def apply_algorithm_defaults(args) -> None:
+    """Fill every flag the user left unset from the chosen algorithm's spec, then the flags' own defaults."""
     if args.global_rounds is None:
         args.global_rounds = DEFAULT_ROUNDS_AUTO_BREAK if args.auto_break else DEFAULT_ROUNDS
-    for dest in {**GLOBAL_DEFAULTS, **server_class.DEFAULTS}:
-        if getattr(args, dest, None) is None:
-            setattr(args, dest, server_class.DEFAULTS.get(dest, GLOBAL_DEFAULTS.get(dest)))
+    fill_defaults(args, get_spec(args.algorithm), COMMON_DEFAULTS)
 
 
 def flag_name(dest: str) -> str:
     """The flag a user typed for `dest`: its HtFLlib short form when it has one."""
-    return SHORT_FLAGS.get(dest, "--" + dest)
+    if dest in COMMON_SHORT_FLAGS:
+        return COMMON_SHORT_FLAGS[dest]
+    pairs = declarations().get(dest)
+    return pairs[0][1].flag if pairs else "--" + dest
 
 
 def check_plain_name(flag: str, name) -> None:
@@ -375,10 +375,6 @@ def validate(args) -> None:
         (args.eval_gap >= 1, "-eg must be at least 1"),
         (args.times >= 1 and 0 <= args.prev < args.times, "-t must be at least 1 and -pv below -t"),
         (args.feature_dim >= 1, "-fd must be at least 1"),
-        (args.server_epochs >= 0, "-se must be non-negative"),
-        (args.server_batch_size >= 2, "-sbs must be at least 2 (the feature transformer uses BatchNorm)"),
-        (args.gen_batch_size >= 0, "-gbs must be 0 (all classes per call) or more"),
-        (args.sd_steps >= 1, "--sd_steps must be at least 1"),
         (args.eval_batch_size >= 1, "--eval_batch_size must be at least 1"),
         (args.learning_rate_decay_gamma > 0, "-ldg must be positive"),
         (args.top_cnt >= 0, "-tc must not be negative"),
@@ -389,8 +385,6 @@ def validate(args) -> None:
         (args.ckpt_every is None or args.ckpt_every >= 0, "--ckpt_every must be 0 (no checkpoints) or more"),
         (args.ckpt_minutes > 0, "--ckpt_minutes must be positive"),
         (args.ckpt_keep >= 1, "--ckpt_keep must be at least 1"),
-        (args.save_generated_every is None or args.save_generated_every >= 0,
-         "--save_generated_every must be 0 (never) or more"),
         (args.ray_actors >= 0, "--ray_actors must be 0 (one per CPU share) or more"),
         (args.ray_cpus_per_actor > 0, "--ray_cpus_per_actor must be positive"),
         (args.ray_gpus_per_actor is None or args.ray_gpus_per_actor >= 0, "--ray_gpus_per_actor must not be negative"),
@@ -406,5 +400,4 @@ def validate(args) -> None:
     check_plain_name("-go", args.goal)
     check_out_folder(args.out)
     resolve_family(args.model_family)  # an unknown -m is told before the dataset is loaded
-    for module in OPTION_MODULES:
-        importlib.import_module(module).validate(args)
+    get_spec(args.algorithm).check_options(args)

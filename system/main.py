@@ -17,9 +17,10 @@ for path in (SYSTEM_DIR, REPO_ROOT):
 import torch  # noqa: E402
 
 from cli import apply_algorithm_defaults, parse_args, validate  # noqa: E402
+from dataset.loader import load_federated_dataset  # noqa: E402
 from flcore.registry import get_server_class  # noqa: E402
 from utils.checkpoints import FINISHED, CheckpointStore  # noqa: E402
-from utils.data_utils import check_training_sizes, load_federated_dataset  # noqa: E402
+from utils.data_utils import check_training_sizes  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 from utils.result_utils import (result_name, results_config, summarize_repetitions, write_json,  # noqa: E402
                                 write_results)
@@ -39,7 +40,7 @@ def choose_device(args) -> None:
 def run(args) -> None:
     # Every check that can fail comes before the first file is written.
     server_class = get_server_class(args.algorithm)
-    apply_algorithm_defaults(args, server_class)
+    apply_algorithm_defaults(args)
     validate(args)
     server_class.check_args(args)
     for index in range(args.prev, args.times):

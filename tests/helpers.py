@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 
 from dataset.generate_common import build_dataset
+from flcore.registry import SPECS, get_spec
 
 
 def make_tiny_dataset(data_root: str, name: str = "Tiny", num_clients: int = 4, size: int = 16,
@@ -178,28 +179,19 @@ def build_server_from_flags(argv: list):
 
     args = parse_args(argv)
     server_class = get_server_class(args.algorithm)
-    apply_algorithm_defaults(args, server_class)
+    apply_algorithm_defaults(args)
     validate(args)
     data = load_federated_dataset(args.dataset, args.num_clients, None, args.data_root)
     args.num_classes = data.num_classes
     return server_class(args, 0, data)
 
 
-# Flags that make each algorithm quick on the "Tiny" dataset (plus -GPath for FedKTL).
-_DI_FLAGS = ["--teacher_epochs", "1", "--di_batches", "2", "--di_batch_size", "8", "--di_iterations", "3",
-             "--student_epochs", "1", "-sbs", "8", "--save_generated_every", "0"]
-ALGORITHM_FLAGS = {
-    "FedKTL": ["-se", "3", "--save_generated_every", "0"],
-    "Local": [],
-    "FedProto": ["-se", "2"],
-    "FD": [],
-    "LG-FedAvg": [],
-    "FML": [],
-    "FedKD": [],
-    "FedGen": ["-se", "3", "-nd", "8", "-hd", "16"],
-    "FedGH": ["-se", "2"],
-    "FedTGP": ["-se", "2"],
-    "FedLoGe": ["-m", "ResNet4", "--sse_c_steps", "5"],
-    "GPT-FL": ["-fd", "32", "-lbs", "16", "--synthetic_per_class", "4", "-se", "1"],
-    "DeepInversion": _DI_FLAGS,
-}
+# Every algorithm whose spec gives flags that make it quick on the "Tiny" dataset: the contract
+# tests (resume, Ray) run each of them, so a new algorithm joins them by declaring its test_flags.
+TESTED_SPECS = tuple(spec for spec in SPECS if spec.test_flags is not None)
+ALGORITHM_FLAGS = {spec.name: list(spec.test_flags) for spec in TESTED_SPECS}
+
+
+def needs_test_generator(algorithm: str) -> bool:
+    """Whether the algorithm's test runs get a tiny built-in generator as -GPath."""
+    return get_spec(algorithm).test_generator

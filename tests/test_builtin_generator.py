@@ -72,14 +72,14 @@ def test_w_space_is_spread(generator, z64):
 
 
 def test_missing_weights_raise_user_error(tmp_path):
-    with pytest.raises(UserError, match="train_builtin.py"):
+    with pytest.raises(UserError, match="scripts/train_builtin_generator.py"):
         load_builtin_generator(str(tmp_path / "nope.pt"))
 
 
 def test_corrupt_weights_raise_user_error(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(UserError, match="train_builtin.py"):
+    with pytest.raises(UserError, match="scripts/train_builtin_generator.py"):
         load_builtin_generator(str(bad))
 
 
@@ -91,7 +91,7 @@ def test_weights_file_is_small_and_plain():
 
 
 def test_training_steps_change_parameters_with_finite_losses():
-    from flcore.generators.train_builtin import GanTrainer, PatchSampler
+    from scripts.train_builtin_generator import GanTrainer, PatchSampler
 
     tiny = {"z_dim": 16, "w_dim": 16, "mapping_layers": 2, "channels": {4: 16, 8: 16, 16: 8, 32: 8}}
     trainer = GanTrainer(generator_config=tiny, d_width=8, r1_every=2, seed=0)

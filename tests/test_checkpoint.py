@@ -13,7 +13,7 @@ import torch.nn as nn
 
 import main
 from flcore.registry import get_server_class
-from tests.helpers import ALGORITHM_FLAGS, build_server_from_flags, make_tiny_generator
+from tests.helpers import ALGORITHM_FLAGS, build_server_from_flags, make_tiny_generator, needs_test_generator
 from utils.checkpoints import CheckpointSchedule, CheckpointStore, UnreadableCheckpoints
 from utils.result_utils import read_results
 from utils.state import capture_state, capture_value, restore_state, restore_value
@@ -179,7 +179,7 @@ def flags_for(algorithm, data_root, out, generator_path, rounds=3):
     argv = ["-algo", algorithm, "-data", "Tiny", "--data_root", data_root, "-nc", "4", "-gr", str(rounds),
             "-dev", "cpu", "--out", str(out), "-jr", "0.75", "--seed", "3", "--ckpt_every", "1", "--ckpt_keep", "3",
             *ALGORITHM_FLAGS[algorithm]]
-    if algorithm == "FedKTL":
+    if needs_test_generator(algorithm):
         argv += ["-GPath", generator_path]
     return argv
 

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from cli import apply_algorithm_defaults, parse_args, validate
-from flcore.registry import get_server_class
+from flcore.registry import get_server_class, get_spec
 from utils.errors import UserError
 
 
@@ -37,11 +37,10 @@ def test_htfllib_short_flags_map_to_their_meaning():
 
 
 def test_algorithm_defaults_fill_only_unset_flags():
-    server_class = get_server_class("FedKTL")
     args = parse_args(["-lam", "0.3"])
-    apply_algorithm_defaults(args, server_class)
+    apply_algorithm_defaults(args)
     assert args.lamda == 0.3
-    assert args.mu == server_class.DEFAULTS["mu"]
+    assert args.mu == get_spec("FedKTL").option_defaults["mu"]
     assert args.server_epochs == 100
 
 
@@ -58,7 +57,7 @@ def test_config_file_round_trips_and_flags_override(tmp_path):
                                            (["-sbs", "1"], "-sbs"), (["-t", "2", "-pv", "2"], "-pv")])
 def test_validate_rejects_bad_values(flags, message):
     args = parse_args(flags)
-    apply_algorithm_defaults(args, get_server_class("FedKTL"))
+    apply_algorithm_defaults(args)
     with pytest.raises(UserError, match=message):
         validate(args)
 
@@ -87,8 +86,8 @@ ORIGINAL_RUN_ME = {
 @pytest.mark.parametrize("algorithm", sorted(ORIGINAL_RUN_ME))
 def test_original_run_me_lines_parse_and_validate(algorithm):
     args = parse_args(ORIGINAL_RUN_ME[algorithm].split())
-    server_class = get_server_class(args.algorithm)
-    apply_algorithm_defaults(args, server_class)
+    get_server_class(args.algorithm)
+    apply_algorithm_defaults(args)
     validate(args)
     assert args.algorithm == algorithm and args.auto_break is True and args.times == 3
     assert (args.num_classes, args.model_family, args.device_id) == (100, "HtM10", args.device_id)
@@ -105,20 +104,20 @@ def test_original_run_me_lines_parse_and_validate(algorithm):
 ])
 def test_generator_variants_default_to_the_papers_server_settings(algorithm, expected):
     args = parse_args(["-algo", algorithm])
-    apply_algorithm_defaults(args, get_server_class(algorithm))
+    apply_algorithm_defaults(args)
     assert (args.server_learning_rate, args.server_batch_size, args.server_epochs, args.lamda, args.mu,
             args.generator_path) == expected
     overridden = parse_args(["-algo", algorithm, "-lam", "3", "-GPath", "mine"])
-    apply_algorithm_defaults(overridden, get_server_class(algorithm))
+    apply_algorithm_defaults(overridden)
     assert (overridden.lamda, overridden.generator_path) == (3.0, "mine")
 
 
 def test_relative_generator_paths_fall_back_to_the_repository_root(tmp_path, monkeypatch):
-    from flcore.generators import registry
+    from flcore.generators import paths, registry
 
     (tmp_path / "stylegan").mkdir()
     (tmp_path / "stylegan" / "G.pkl").write_bytes(b"x")
-    monkeypatch.setattr(registry, "REPO_ROOT", str(tmp_path))
+    monkeypatch.setattr(paths, "REPO_ROOT", str(tmp_path))
     monkeypatch.chdir(tmp_path / "stylegan")  # e.g. `cd system` before running the original lines
     assert registry.resolve_path("stylegan/G.pkl") == str(tmp_path / "stylegan" / "G.pkl")
     assert registry.resolve_path("G.pkl") == str(tmp_path / "stylegan" / "G.pkl")
@@ -128,7 +127,7 @@ def test_relative_generator_paths_fall_back_to_the_repository_root(tmp_path, mon
 def test_rounds_default_to_htfllibs_2000_only_with_auto_break():
     for flags, rounds in ((["-ab", "1"], 2000), ([], 50), (["-ab", "1", "-gr", "7"], 7), (["-ab", "0"], 50)):
         args = parse_args(flags)
-        apply_algorithm_defaults(args, get_server_class("FedKTL"))
+        apply_algorithm_defaults(args)
         assert args.global_rounds == rounds, flags
 
 
@@ -140,7 +139,7 @@ def test_every_registered_algorithm_resolves_to_a_server_with_a_client():
     for name in ALGORITHMS:
         server_class = get_server_class(name)
         assert issubclass(server_class, Server) and server_class.client_class is not None, name
-        assert set(server_class.DEFAULTS) <= {action for action in vars(parse_args([]))}, name
+        assert set(get_spec(name).option_defaults) <= {action for action in vars(parse_args([]))}, name
 
 
 def test_parser_mistakes_are_one_line_without_usage(capsys):
@@ -154,7 +153,7 @@ def test_parser_mistakes_are_one_line_without_usage(capsys):
 
 def validated(flags):
     args = parse_args(flags)
-    apply_algorithm_defaults(args, get_server_class(args.algorithm))
+    apply_algorithm_defaults(args)
     validate(args)
     return args
 
@@ -185,7 +184,7 @@ def test_out_is_checked_without_creating_anything(tmp_path, monkeypatch):
         validated(["--out", str(tmp_path / "file" / "a" / "b")])
     validated(["--out", str(tmp_path / "new" / "deeper")])  # creatable: fine
     args = parse_args(["--out", str(tmp_path / "new" / "deeper")])
-    apply_algorithm_defaults(args, get_server_class("FedKTL"))
+    apply_algorithm_defaults(args)
     import cli
 
     # a read-only folder (faked: the tests may run as root, who may write anywhere)

@@ -6,7 +6,7 @@ import pickle
 import pytest
 
 from cli import COMMAND_LINE_ONLY, apply_algorithm_defaults, parse_args
-from flcore.registry import ALGORITHMS, get_server_class
+from flcore.registry import ALGORITHMS
 from tests.helpers import make_stylegan_utils
 from tests.test_bad_input import run_main
 
@@ -181,7 +181,7 @@ def test_values_of_the_right_type_are_taken(tmp_path):
 def test_every_algorithms_saved_config_parses_again(tmp_path, capsys, algorithm):
     """As main.py saves it: every dest, algorithm defaults filled, the device it chose."""
     args = parse_args(["-algo", algorithm, "-gr", "3", "--out", str(tmp_path / "out"), "-data", "Tiny"])
-    apply_algorithm_defaults(args, get_server_class(algorithm))
+    apply_algorithm_defaults(args)
     args.device, args.num_classes = "cuda:0", 10
     saved = vars(args)
     again = parse_with_config(tmp_path, saved, "--out", str(tmp_path / "out"))

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from dataset import generate_common, generate_MNIST5k, htfl_format, partition
-from utils.data_utils import load_federated_dataset
+from dataset import generate_common, generate_MNIST5k, partition
+from dataset.loader import load_federated_dataset
+from utils import htfl_format
 from utils.errors import UserError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -589,7 +590,7 @@ def test_long_tail_keeps_an_exponential_profile_per_class():
 
 def test_generator_writes_a_long_tailed_dataset_and_records_the_factor(tmp_path):
     from dataset import generate_MNIST5k
-    from dataset.htfl_format import read_config
+    from utils.htfl_format import read_config
 
     out = tmp_path / "MNIST5k-LT"
     printed = io.StringIO()

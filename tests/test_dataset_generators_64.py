@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dataset import generate_common, generate_Flowers102, generate_TinyImagenet, htfl_format
+from dataset import generate_common, generate_Flowers102, generate_TinyImagenet
+from utils import htfl_format
 
 WNIDS = ["n02", "n01", "n03"]  # deliberately unsorted: classes are the sorted wnids
 WORDS = {"n01": "goldfish, Carassius auratus", "n02": "tabby, tabby cat", "n03": "crane"}

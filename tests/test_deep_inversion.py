@@ -16,7 +16,7 @@ from flcore.deep_inversion import (BatchNormStatistics, SynthesisSettings, Teach
                                    competition_loss, draw_jitter, draw_labels, draw_teachers, jensen_shannon,
                                    jitter, l2_prior, masked_cross_entropy, masked_logits_and_labels,
                                    synthesis_loss, synthesize_batch, teacher_loss, total_variation)
-from flcore.options.deepinversion import student_architecture
+from flcore.servers.serverdi import student_architecture
 from flcore.registry import get_server_class
 from flcore.servers.serverdi import random_crop, random_flip
 from trainmodel.families import client_architecture
@@ -287,7 +287,7 @@ def test_a_student_outside_the_family_is_a_one_line_error(data_root, tmp_path, c
 ])
 def test_bad_flag_values_are_user_errors(flag, value, message):
     args = parse_args(["-algo", "DeepInversion", flag, value])
-    apply_algorithm_defaults(args, get_server_class("DeepInversion"))
+    apply_algorithm_defaults(args)
     with pytest.raises(UserError, match=message):
         validate(args)
 
@@ -332,7 +332,7 @@ def test_pool_grows_and_clients_keep_one_student(data_root, tmp_path):
     args = parse_args(["-data", "Tiny", "--data_root", data_root, "-nc", "4", "-dev", "cpu", "--out",
                        str(tmp_path), "-gr", "2", *TINY_FLAGS, "--student_model", "ResNet4"])
     server_class = get_server_class(args.algorithm)
-    apply_algorithm_defaults(args, server_class)
+    apply_algorithm_defaults(args)
     validate(args)
     data = load_federated_dataset("Tiny", 4, None, data_root)
     args.num_classes = data.num_classes

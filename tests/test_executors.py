@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 import main
-from tests.helpers import ALGORITHM_FLAGS, build_server_from_flags, make_tiny_generator
+from tests.helpers import ALGORITHM_FLAGS, build_server_from_flags, make_tiny_generator, needs_test_generator
 from utils.errors import UserError
 from utils.ray_executor import plan_actors
 from utils.result_utils import read_results
@@ -99,7 +99,7 @@ def run_flags(algorithm, data_root, out, generator_path, *extra):
     argv = ["-algo", algorithm, "-data", "Tiny", "--data_root", data_root, "-nc", str(NUM_CLIENTS), "-gr", "2",
             "-dev", "cpu", "--out", str(out), "--threads", "1", "-se", "2", "--save_generated_every", "0",
             "-jr", "0.8", *extra]
-    if algorithm == "FedKTL":
+    if needs_test_generator(algorithm):
         argv += ["-GPath", generator_path]
     return argv
 

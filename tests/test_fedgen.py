@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 
 import main
+from flcore.registry import get_spec
 from flcore.clients.clientgen import FeatureGenerator, clientGen
 from flcore.weighted_average import weighted_average
 from flcore.servers.servergen import (FedGen, diversity_loss, ensemble_logits,
@@ -143,7 +144,7 @@ def test_two_rounds_end_to_end_with_exact_traffic(data_root, tmp_path):
     assert main.main(argv) == 0
     series, config = read_results(str(tmp_path / "Tiny_FedGen_test_0.h5"))
     assert len(series["rs_test_acc"]) == 3 and np.all(np.isfinite(series["rs_test_acc"]))
-    assert config["generator_learning_rate"] == FedGen.DEFAULTS["generator_learning_rate"]
+    assert config["generator_learning_rate"] == get_spec("FedGen").option_defaults["generator_learning_rate"]
 
     classes, feature_dim, noise_dim, hidden = 10, 512, 8, 16
     head = classes * feature_dim + classes
@@ -159,7 +160,7 @@ def test_after_a_round_every_client_holds_the_averaged_head_and_the_generator(da
 
     args = parse_args(["-data", "Tiny", "--data_root", data_root, "-nc", str(NUM_CLIENTS), "-dev", "cpu",
                        "--out", str(tmp_path), "-algo", "FedGen", "-se", "2", "-jr", "0.5"])
-    apply_algorithm_defaults(args, FedGen)
+    apply_algorithm_defaults(args)
     validate(args)
     data = load_federated_dataset("Tiny", NUM_CLIENTS, None, data_root)
     args.num_classes = data.num_classes

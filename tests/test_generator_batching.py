@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from flcore.generators.base import GeneratorAdapter
 from flcore.generators.stable_diffusion import StableDiffusionAdapter, import_pipeline_module
-from flcore.generators.tiny_diffusion import save_tiny_stable_diffusion
+from scripts.tiny_diffusion import save_tiny_stable_diffusion
 
 STEPS = 2
 

@@ -10,7 +10,7 @@ import textwrap
 import pytest
 
 from cli import apply_algorithm_defaults, parse_args
-from flcore.registry import ALGORITHMS, get_server_class
+from flcore.registry import ALGORITHMS, get_server_class, get_spec
 from tests.helpers import make_stylegan_pickle, make_stylegan_utils, write_files
 from utils.errors import UserError
 
@@ -67,10 +67,11 @@ def tiny_stylegan(tmp_path_factory):
 
 @pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
 def test_no_algorithm_defaults_a_path_that_is_loaded(algorithm):
-    server_class = get_server_class(algorithm)
-    assert not set(TRUSTED_FLAGS) & set(server_class.DEFAULTS)
+    get_server_class(algorithm)
+    assert not set(TRUSTED_FLAGS) & {dest for dest, value in get_spec(algorithm).option_defaults.items()
+                                      if value is not None}
     args = parse_args(["-algo", algorithm])
-    apply_algorithm_defaults(args, server_class)
+    apply_algorithm_defaults(args)
     assert all(getattr(args, flag, None) is None for flag in TRUSTED_FLAGS)
 
 
@@ -176,10 +177,10 @@ def test_named_stylegan_utils_and_kinds_of_paths_are_checked_before_the_data(tmp
 def test_named_paths_fall_back_to_the_repository_root(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
-    from flcore.generators import registry
+    from flcore.generators import paths, registry
 
     write_files(str(tmp_path / "repository"), {"stylegan/G.pkl": "x"})
-    monkeypatch.setattr(registry, "REPO_ROOT", str(tmp_path / "repository"))
+    monkeypatch.setattr(paths, "REPO_ROOT", str(tmp_path / "repository"))
     monkeypatch.chdir(tmp_path)  # e.g. `cd system` before running a line of run_me.sh
     args = SimpleNamespace(algorithm="FedKTL-stylegan-3", generator_path="stylegan/G.pkl", stylegan_utils=None)
     registry.check_generator_flags("stylegan", args, "stylegan/G.pkl")

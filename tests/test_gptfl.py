@@ -219,7 +219,7 @@ def test_the_builtin_notice_is_printed_once(capsys):
 @pytest.fixture(scope="module")
 def tiny_sd(tmp_path_factory):
     """A random Stable Diffusion folder with 4x8x8 latents and 16x16 images."""
-    from flcore.generators.tiny_diffusion import save_tiny_stable_diffusion
+    from scripts.tiny_diffusion import save_tiny_stable_diffusion
 
     return save_tiny_stable_diffusion(str(tmp_path_factory.mktemp("sd") / "tiny"), seed=0, latent_size=8)
 

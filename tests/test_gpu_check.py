@@ -1,4 +1,4 @@
-"""system/gpu_check.py: its CPU-side logic (no-CUDA error, report, exit status, --only, the
+"""scripts/gpu_check.py: its CPU-side logic (no-CUDA error, report, exit status, --only, the
 per-check time budget), and, in the GPU tier, the whole check on a CUDA device."""
 import argparse
 import json
@@ -9,10 +9,10 @@ import sys
 import pytest
 import torch
 
-import gpu_check
+from scripts import gpu_check
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "system", "gpu_check.py")
+SCRIPT = os.path.join(ROOT, "scripts", "gpu_check.py")
 
 
 def result(name, status, seconds=1.0, detail="measured things"):

@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from cli import apply_algorithm_defaults, parse_args
 from flcore.clients.clientktl import clientKTL
 from flcore.etf import simplex_etf
-from flcore.servers.serverktl import FedKTL
 from trainmodel.models import build_model
 from utils.data_utils import ClientData
 
@@ -18,7 +17,7 @@ CLASSES, LATENT = 4, 6
 
 def make_args(*flags):
     args = parse_args(["-dev", "cpu", "-lbs", "5", *flags])
-    apply_algorithm_defaults(args, FedKTL)
+    apply_algorithm_defaults(args)
     args.num_classes = CLASSES
     return args
 
@@ -50,14 +49,14 @@ def generated_payload():
 def test_prototypes_are_normalised_class_means_of_normalised_outputs():
     client = make_client(make_args())
     reply = client.train(None)
-    assert reply["proto_labels"].tolist() == [0, 1, 3]
+    assert reply["classes"].tolist() == [0, 1, 3]
     client.model.eval()
     with torch.no_grad():
         outputs = F.normalize(client.model(client.train_x), dim=1)
-    for proto, label in zip(reply["protos"], reply["proto_labels"]):
+    for proto, label in zip(reply["means"], reply["classes"]):
         expected = F.normalize(outputs[client.train_y == label].mean(0), dim=0)
         assert torch.allclose(proto, expected, atol=1e-5)
-    assert torch.allclose(reply["protos"].norm(dim=1), torch.ones(3), atol=1e-5)
+    assert torch.allclose(reply["means"].norm(dim=1), torch.ones(3), atol=1e-5)
     assert set(reply["timings"]) == {"client_training", "prototype_collection"}
 
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from flcore.etf import simplex_etf
 from flcore.losses import arcface_logits, mmd_rbf
-from flcore.servers.serverktl import class_means
+from flcore.prototypes import class_mean_table as class_means
 from flcore.generators.base import GeneratorAdapter
 
 

@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-import rehearse_paper as rp
+from scripts import rehearse_paper as rp
 
 SUITE = {"algorithms": ["FedProto", "FedKTL-stylegan-xl"], "settings": [("Cifar100-dir", 100), ("Flowers102-pat", 102)],
          "repetitions": 3, "auto_break": True, "max_rounds": 2000, "common_flags": []}
@@ -88,10 +88,13 @@ def run_me_main_lines(suite: str, tmp_path) -> list:
     """The main.py argument lists `bash run_me.sh SUITE` runs, recorded by a stand-in `python`
     that only logs its arguments (nothing is generated, trained or loaded)."""
     import subprocess
+    import sys
 
     log, shim = tmp_path / "calls.log", tmp_path / "bin"
     shim.mkdir()
-    (shim / "python").write_text(f"#!/bin/sh\nprintf '%s\\n' \"$*\" >> {log}\n")
+    # run_me.sh asks main.py for its list of algorithms: that call alone runs for real
+    (shim / "python").write_text(f"#!/bin/sh\n[ \"$2\" = --list_algorithms ] && exec {sys.executable} \"$@\"\n"
+                                 f"printf '%s\\n' \"$*\" >> {log}\n")
     (shim / "python").chmod(0o755)
     done = subprocess.run(["bash", os.path.join(rp.REPO_ROOT, "run_me.sh"), suite],
                           env={**os.environ, "PATH": f"{shim}{os.pathsep}{os.environ['PATH']}"},
@@ -111,7 +114,7 @@ def test_run_me_names_every_generator_file_it_loads(suite, tmp_path):
     for argv in lines:
         args = parse_args(argv)
         server_class = get_server_class(args.algorithm)
-        apply_algorithm_defaults(args, server_class)
+        apply_algorithm_defaults(args)
         algorithms.add(args.algorithm)
         if getattr(server_class, "generator_kind", "builtin") != "builtin":
             assert args.generator_path, argv

@@ -11,7 +11,7 @@ import torch
 
 from flcore.generators.registry import load_generator
 from flcore.generators.stable_diffusion import import_pipeline_module
-from flcore.generators.tiny_diffusion import save_tiny_stable_diffusion
+from scripts.tiny_diffusion import save_tiny_stable_diffusion
 from tests.helpers import make_tiny_dataset
 from utils.errors import UserError
 
@@ -37,7 +37,7 @@ def sd_flags(path, **overrides):
 
 
 def test_round_trip_keeps_every_weight(pipeline_dir):
-    from flcore.generators.tiny_diffusion import build_tiny_stable_diffusion
+    from scripts.tiny_diffusion import build_tiny_stable_diffusion
 
     original = build_tiny_stable_diffusion(seed=0)
     loaded = import_pipeline_module().LatentInputDiffusionPipeline.from_folder(pipeline_dir)
@@ -157,7 +157,7 @@ def test_fp16_folder_holds_only_float16_variant_files(fp16_dir):
 
 
 def test_fp16_only_folder_loads_in_float32_on_the_cpu(fp16_dir):
-    from flcore.generators.tiny_diffusion import build_tiny_stable_diffusion
+    from scripts.tiny_diffusion import build_tiny_stable_diffusion
 
     adapter = load_generator("stable-diffusion", sd_flags(fp16_dir), "cpu")
     pipe = adapter.pipe

@@ -60,7 +60,7 @@ def template_prompts(label_names) -> list[list[str]]:
 def resolve_prompt_model(folder: str) -> str:
     """The absolute folder `--prompt_model` names (as given, else relative to the repository
     root, like -GPath), or a one-line error."""
-    from flcore.generators.registry import resolve_path
+    from flcore.generators.paths import resolve_path
 
     found = resolve_path(folder)
     if found is None:

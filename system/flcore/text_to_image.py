@@ -17,7 +17,8 @@ from abc import ABC, abstractmethod
 
 import torch
 
-from flcore.generators.registry import load_generator, require_path
+from flcore.generators.paths import require_path
+from flcore.generators.registry import load_generator
 from utils.seeding import derive_seed
 
 GUIDANCE_RANGE = (1.0, 5.0)

@@ -5,12 +5,12 @@ in-memory tensors, so no npz is read or decoded twice in a run.
 """
 import os
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
 
-from dataset import htfl_format
+from utils import htfl_format
 from utils.errors import UserError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -50,18 +50,21 @@ class FederatedData:
 
 
 def load_federated_dataset(name: str, num_clients: int, num_classes: Optional[int] = None,
-                           data_root: str = DEFAULT_DATA_ROOT) -> FederatedData:
+                           data_root: str = DEFAULT_DATA_ROOT,
+                           generate: Optional[Callable[[str], object]] = None) -> FederatedData:
     """Clients 0..num_clients-1 of `<data_root>/<name>`, checked against the flags.
 
-    MNIST5k is generated (default settings) if absent; any other missing, mismatched
-    or damaged dataset raises a one-line `UserError` that says how to fix it.
+    MNIST5k is generated (default settings) if absent by `generate(folder)`, which the
+    caller supplies since utilities import no generator (`dataset.loader` binds
+    `dataset.generate_MNIST5k.generate`); any other missing, mismatched or damaged
+    dataset raises a one-line `UserError` that says how to fix it.
     """
     _check_name(name)
     if isinstance(num_clients, bool) or not isinstance(num_clients, int) or num_clients < 1:
         raise UserError(f"-nc must be a positive integer, got {num_clients!r}")
     folder = os.path.join(data_root, name)
     if not os.path.isfile(os.path.join(folder, htfl_format.CONFIG_FILE)):
-        _make_or_explain_missing(name, folder, data_root)
+        _make_or_explain_missing(name, folder, data_root, generate)
 
     try:
         config = htfl_format.read_config(folder)
@@ -180,14 +183,14 @@ def _to_tensor(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(array)
 
 
-def _make_or_explain_missing(name: str, folder: str, data_root: str) -> None:
-    """Generate MNIST5k, or raise the UserError that says how to get the dataset."""
-    if name == AUTO_GENERATED:
+def _make_or_explain_missing(name: str, folder: str, data_root: str, generate) -> None:
+    """Generate MNIST5k (with `generate`, when given), or raise the UserError that says how
+    to get the dataset."""
+    if name == AUTO_GENERATED and generate is not None:
         print(f"dataset '{name}' not found at {folder}: generating it "
               f"(20 clients, Dirichlet alpha=0.1, seed 1)")
-        from dataset import generate_MNIST5k
         try:
-            generate_MNIST5k.generate(folder)
+            generate(folder)
         except (ImportError, OSError, ValueError) as exc:
             raise UserError(f"could not generate '{name}' at {folder}: {_one_line(exc)}") from exc
         return

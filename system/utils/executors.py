@@ -6,10 +6,9 @@ it asked for. Two executors implement the same calls:
 - `InProcessExecutor` (here): clients live in this process and run one after another;
 - `RayExecutor` (`utils/ray_executor.py`): clients live in Ray actors, each holding a
   fixed set of them, and actors run in parallel.
+The server picks one (`Server.make_executor`) and gives it a client builder
+(`flcore.clients.factory.ClientFactory`): executors know nothing of models or algorithms.
 """
-import importlib
-
-from trainmodel.families import build_client_model
 from utils.memory import process_memory
 from utils.payload import Traffic
 from utils.state import park_state, unpark_state
@@ -17,27 +16,14 @@ from utils.state import park_state, unpark_state
 EXECUTORS = ("inprocess", "ray")
 
 
-def build_clients(args, client_class, data, client_ids, seed: int) -> list:
-    """The clients `client_ids`, each with its seeded model and its data (`data.clients[cid]`
-    or `data[cid]`): built the same wherever they are built."""
+def build_clients(args, build_client, data, client_ids) -> list:
+    """The clients `client_ids`, each `build_client(args, cid, client_data)` with its data
+    (`data.clients[cid]` or `data[cid]`), built one after another in id order."""
     clients = []
     for cid in client_ids:
         client_data = data[cid] if isinstance(data, dict) else data.clients[cid]
-        image_shape = tuple(client_data.train_x.shape[1:])
-        model = build_client_model(args.model_family, cid, args.num_classes, args.feature_dim, image_shape[-1],
-                                   seed, in_channels=image_shape[0], vit_mlp_head=getattr(args, "vit_mlp_head", False))
-        clients.append(client_class(args, cid, model, client_data, seed))
+        clients.append(build_client(args, cid, client_data))
     return clients
-
-
-def make_executor(args, client_class, data, seed: int):
-    """The executor `--executor` names, holding every client of the run."""
-    if getattr(args, "executor", "inprocess") == "ray":
-        # Imported here: Ray is an optional dependency.
-        ray_executor = importlib.import_module("utils.ray_executor")
-        return ray_executor.RayExecutor(args, client_class, data, seed)
-    clients = build_clients(args, client_class, data, range(args.num_clients), seed)
-    return InProcessExecutor(clients, offload=getattr(args, "offload", False))
 
 
 class Executor:

@@ -29,7 +29,7 @@ def iter_tensors(obj):
 
 
 def first_non_finite(obj, where: str = "") -> str | None:
-    """The path (e.g. "['protos']") of the first floating-point tensor in `obj` holding a NaN
+    """The path (e.g. "['means']") of the first floating-point tensor in `obj` holding a NaN
     or an infinity, or None when all are finite."""
     if isinstance(obj, torch.Tensor):
         if obj.is_floating_point() and not bool(torch.isfinite(obj).all()):

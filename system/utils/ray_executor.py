@@ -31,13 +31,14 @@ START_TIMEOUT = 600
 
 
 class ClientHost:
-    """The body of one Ray actor: a fixed set of clients behind an in-process executor."""
+    """The body of one Ray actor: a fixed set of clients behind an in-process executor.
+    `build_client(args, cid, client_data)` builds each (see `utils.executors.build_clients`)."""
 
-    def __init__(self, args, client_class, data_by_id: dict, seed: int, threads: int, actor_index: int):
+    def __init__(self, args, build_client, data_by_id: dict, seed: int, threads: int, actor_index: int):
         torch.set_num_threads(threads)
         # Clients use only their own seeded streams; this keeps anything else reproducible too.
         seed_everything(derive_seed(seed, "ray-actor", actor_index))
-        clients = build_clients(args, client_class, data_by_id, sorted(data_by_id), seed)
+        clients = build_clients(args, build_client, data_by_id, sorted(data_by_id))
         self.executor = InProcessExecutor(clients, offload=args.offload)
 
     def ready(self) -> str:
@@ -92,7 +93,9 @@ def plan_actors(args, cluster: dict, device_type: str) -> tuple[int, float, floa
 
 
 class RayExecutor(Executor):
-    def __init__(self, args, client_class, data, seed: int):
+    """Every client of the run, `build_client(args, cid, client_data)` in the actor holding it."""
+
+    def __init__(self, args, build_client, data, seed: int):
         super().__init__()
         if ray is None:
             raise UserError("--executor ray needs Ray: pip install 'ray>=2.40', or drop --executor ray")
@@ -109,7 +112,7 @@ class RayExecutor(Executor):
         for index, block in enumerate(blocks):
             data_by_id = {cid: data.clients[cid] for cid in block}
             self._actors.append(host.options(num_cpus=cpus, num_gpus=gpus).remote(
-                actor_args, client_class, data_by_id, seed, threads, index))
+                actor_args, build_client, data_by_id, seed, threads, index))
             self._owner.update({cid: index for cid in block})
         try:
             ray.get([actor.ready.remote() for actor in self._actors], timeout=START_TIMEOUT)

@@ -13,6 +13,7 @@ import time
 import torch
 import torch.nn as nn
 
+from flcore.clients.interface import server_call
 from utils.metrics import classification_stats
 from utils.payload import first_non_finite, first_non_finite_named
 from utils.seeding import derive_seed
@@ -77,9 +78,11 @@ class Client:
         return {}
 
     # ---- calls the server makes through the executor ---------------------------------
+    @server_call
     def setup(self, payload) -> dict:
         return {}
 
+    @server_call
     def train(self, payload=None) -> dict:
         start = time.perf_counter()
         self.local_train()
@@ -89,6 +92,7 @@ class Client:
         reply.setdefault("timings", {})["client_training"] = seconds
         return reply
 
+    @server_call
     def evaluate(self, payload=None) -> dict:
         self.model.eval()
         with torch.no_grad():
@@ -100,10 +104,12 @@ class Client:
         stats.update(train_loss_sum=loss_sum, train_num=count)
         return stats
 
+    @server_call
     def checkpoint_state(self, payload=None) -> dict:
         """Everything that changes during a run, as plain containers of CPU tensors."""
         return capture_state(self, self.CHECKPOINT_STATIC)
 
+    @server_call
     def restore_checkpoint_state(self, state: dict) -> dict:
         restore_state(self, state, self.device, self.CHECKPOINT_STATIC)
         return {}

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from flcore.clients.clientbase import Client
+from flcore.clients.interface import server_call
 from trainmodel.models import build_model
 from utils.metrics import classification_stats
 from utils.payload import state_to_payload
@@ -20,6 +21,7 @@ class clientDI(Client):
         self.teacher_epochs = args.teacher_epochs
         self.student = None  # built on the first evaluation, then only reloaded
 
+    @server_call
     def train_teacher(self, payload=None) -> dict:
         """Train the local model for --teacher_epochs epochs; upload it whole (parameters and
         BatchNorm buffers), its architecture and the class counts it was trained on."""

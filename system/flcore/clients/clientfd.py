@@ -3,7 +3,7 @@
 Trains with CE + lamda * MSE(logits, global average logits of the sample's class)
 and uploads the mean logits of each class it holds. Predicts with its own head.
 """
-from flcore.prototypes import ClassMeanClient
+from flcore.clients.clientclassmean import ClassMeanClient
 
 
 class clientFD(ClassMeanClient):

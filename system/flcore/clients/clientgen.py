@@ -11,6 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from flcore.clients.clientbase import Client
+from flcore.clients.interface import server_call
 from utils.payload import state_to_payload
 from utils.seeding import derive_seed
 
@@ -64,10 +65,12 @@ class clientGen(Client):
             self.generator.load_state_dict(payload["generator"])
         return {"label_counts": torch.bincount(self.train_y, minlength=self.num_classes)}
 
+    @server_call
     def set_label_distribution(self, payload):
         self.global_label_counts = payload["label_counts"]
         return {}
 
+    @server_call
     def receive(self, payload):
         """The aggregated head replaces ours; the generator arrives after each server round."""
         self.model.head.load_state_dict(payload["head"])

@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from flcore.clients.clientbase import Client
+from flcore.clients.interface import server_call
 from flcore.mutual_learning import GRAD_CLIP, build_shared_model, kl_to_target
 from flcore.svd_compression import compress_state, decompress_state
 from utils.payload import state_to_payload
@@ -54,6 +55,7 @@ class clientKD(Client):
         self.global_mentee = None  # CPU state dict: the last global mentee, which updates are relative to
         self.energy = None
 
+    @server_call(payload=("mentee",))
     def setup(self, payload):
         self.global_mentee = {name: value.clone() for name, value in payload["mentee"].items()}
         self.mentee.load_state_dict(self.global_mentee)
@@ -88,6 +90,7 @@ class clientKD(Client):
         compressed = compress_state(update, self.energy)
         return {"update": compressed, "timings": {"compression": time.perf_counter() - start}}
 
+    @server_call(payload=("update",))
     def apply_mentee_update(self, payload) -> dict:
         """The mentee becomes the new global one: last global + the server's aggregated update."""
         shapes = {name: value.shape for name, value in self.global_mentee.items()}

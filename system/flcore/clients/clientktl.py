@@ -13,7 +13,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from flcore.clients.clientbase import Client
+from flcore.clients.interface import server_call
 from flcore.losses import arcface_logits
+from flcore.prototypes import class_sums, present_means
 from utils.payload import to_payload
 
 ARCFACE_MARGIN = 0.5
@@ -39,6 +41,7 @@ class clientKTL(Client):
         self._generated_batches = None
 
     # ---- setup: ETF and the projection layer, once ------------------------------------
+    @server_call(payload=("etf", "proj"))
     def setup(self, payload):
         self.class_vectors = F.normalize(payload["etf"].T, dim=1).to(self.device)
         weight = payload["proj"]["weight"]
@@ -68,9 +71,8 @@ class clientKTL(Client):
             self.generated = self._generated_batches = None
         reply = super().train(payload)
         start = time.perf_counter()
-        protos, labels = self.collect_prototypes()
+        reply["means"], reply["classes"] = self.collect_prototypes()
         reply["timings"]["prototype_collection"] = time.perf_counter() - start
-        reply["protos"], reply["proto_labels"] = protos, labels
         self.generated = self._generated_batches = None  # nothing on the device between rounds
         return reply
 
@@ -110,9 +112,11 @@ class clientKTL(Client):
     # ---- prototypes (and the training loss, from the same pass) ------------------------
     @torch.no_grad()
     def collect_prototypes(self):
+        """(prototypes [K, C], classes [K]) for the K classes held, as payloads; also caches the training loss."""
         self.model.eval()
-        sums = torch.zeros(self.num_classes, self.num_classes, device=self.device)
-        counts = torch.zeros(self.num_classes, device=self.device)
+        # One running total over all batches (the original's summation order).
+        totals = (torch.zeros(self.num_classes, self.num_classes, device=self.device),
+                  torch.zeros(self.num_classes, dtype=torch.int64, device=self.device))
         loss_sum = 0.0
         # The original collects prototypes through its training loader, which never yields the
         # last partial batch: with --stored_order those samples are left out of the prototypes too.
@@ -123,11 +127,9 @@ class clientKTL(Client):
             outputs = F.normalize(self.model(x), dim=1)
             kept = slice(0, max(0, min(len(y), limit - seen)))
             seen += len(y)
-            sums.index_add_(0, y[kept], outputs[kept])
-            counts.index_add_(0, y[kept], torch.ones_like(y[kept], dtype=counts.dtype))
+            class_sums(outputs[kept], y[kept], self.num_classes, into=totals)
             logits = arcface_logits(outputs @ self.class_vectors.T, y, ARCFACE_MARGIN, ARCFACE_SCALE)
             loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
         self._train_loss = (loss_sum, self.train_samples)
-        present = torch.nonzero(counts > 0).flatten()
-        protos = F.normalize(sums[present] / counts[present].unsqueeze(1), dim=1)
-        return to_payload(protos), to_payload(present)
+        means, classes, _ = present_means(*totals)
+        return to_payload(F.normalize(means, dim=1)), to_payload(classes)

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from flcore.clients.clientbase import Client
+from flcore.clients.interface import server_call
 from flcore.loge_realignment import mask_absent_classes, realign_global, realign_local
 from utils.metrics import classification_stats
 from utils.payload import state_to_payload
@@ -39,6 +40,7 @@ class clientLoGe(Client):
         self.personal_head.to(self.device)
         return {}
 
+    @server_call(payload=("backbone", "head"))
     def load_global(self, payload):
         self.model.base.load_state_dict(payload["backbone"])
         self.model.head.load_state_dict(payload["head"])

@@ -4,7 +4,8 @@ Trains with CE + lamda * MSE(feature, global prototype of the sample's class),
 uploads the mean feature and the sample count of each class it holds, and predicts
 the class whose global prototype is nearest to the feature.
 """
-from flcore.prototypes import ClassMeanClient, nearest_prototype_scores
+from flcore.clients.clientclassmean import ClassMeanClient
+from flcore.prototypes import nearest_prototype_scores
 
 
 class clientProto(ClassMeanClient):

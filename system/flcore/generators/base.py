@@ -13,15 +13,23 @@ import torch
 OOM_MESSAGE = "{stage} ran out of GPU memory: retrying with {size} images per call"
 
 
-def map_in_chunks(fn: Callable, items: torch.Tensor, size: int, stage: str = "generation",
-                  then: Callable = None):
-    """`[then(fn(chunk)), ...]` over consecutive chunks of `items` of at most `size` rows, and
-    the chunk size in use at the end (below `size` only if memory ran out).
+def print_flushed(line: str) -> None:
+    print(line, flush=True)
+
+
+def map_in_chunks(fn: Callable, items, size: int, stage: str = "generation",
+                  then: Callable = None, report: Callable[[str], None] = print_flushed):
+    """`[then(fn(chunk)), ...]` over consecutive chunks of `items` (a tensor or a list) of
+    at most `size` rows, and the chunk size in use at the end (below `size` only if memory
+    ran out). The one out-of-memory back-off of the library: generator backends and GPT-FL's
+    synthesis use it.
 
     On CUDA out-of-memory in `fn`, only the failing chunk is retried, with half its rows
-    (printing one line); the smaller size is kept for the chunks after it. Out of memory
-    on a single row is re-raised. `then` runs outside that handling: an out-of-memory in
-    it propagates, and never makes `fn` run again on a chunk it has finished."""
+    (passing one line, OOM_MESSAGE for `stage`, to `report`: printed by default); the
+    smaller size is kept for the chunks after it, and returned for callers that remember
+    it. Out of memory on a single row is re-raised. `then` runs outside that handling: an
+    out-of-memory in it propagates, and never makes `fn` run again on a chunk it has
+    finished."""
     results, start = [], 0
     while start < len(items):
         chunk = items[start:start + size]
@@ -39,7 +47,7 @@ def map_in_chunks(fn: Callable, items: torch.Tensor, size: int, stage: str = "ge
         # hold, are released before the cache is emptied.
         size = (len(chunk) + 1) // 2
         torch.cuda.empty_cache()
-        print(OOM_MESSAGE.format(stage=stage, size=size), flush=True)
+        report(OOM_MESSAGE.format(stage=stage, size=size))
     return results, size
 
 

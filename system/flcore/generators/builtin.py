@@ -1,7 +1,7 @@
 """The library's built-in pre-trained generator: a small style-based GAN for 32x32 RGB.
 
-It is trained by `train_builtin.py` on random multi-scale patches of scikit-learn's two
-sample photographs (a temple in China and a flower), never on client data, and its
+It is trained by `scripts/train_builtin_generator.py` on random multi-scale patches of
+scikit-learn's two sample photographs (a temple in China and a flower), never on client data, and its
 weights ship with the library so FedKTL runs offline on CPU. We chose a GAN over a VAE
 because FedKTL transfers knowledge through the *clarity* of the generated images and a
 VAE decoder trained for minutes gives blurry averages; the GAN is kept stable by a
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from utils.errors import UserError
 
 BUILTIN_WEIGHTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights", "builtin_generator.pt")
-REBUILD_HINT = "rebuild it with `python system/flcore/generators/train_builtin.py`"
+REBUILD_HINT = "rebuild it with `python scripts/train_builtin_generator.py`"
 
 
 def normalize_2nd_moment(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:

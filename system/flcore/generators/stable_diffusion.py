@@ -15,7 +15,7 @@ import warnings
 import torch
 
 from flcore.generators.base import GeneratorAdapter, map_in_chunks
-from flcore.generators.registry import REPO_ROOT, require_path
+from flcore.generators.paths import REPO_ROOT, require_path
 from utils.errors import UserError
 
 PIPELINE_FILE = os.path.join(REPO_ROOT, "stable-diffusion", "pipelines", "latent_input_pipeline.py")

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from flcore.generators.registry import REPO_ROOT, require_path, resolve_path
+from flcore.generators.paths import REPO_ROOT, require_path, resolve_path
 from utils.errors import UserError
 
 REPOSITORY_UTILS_DIR = os.path.join("stylegan", "stylegan-utils")

@@ -1,27 +1,29 @@
 """The server every algorithm extends. It owns the round loop; algorithms own a round.
 
-An algorithm sets `client_class`, may set `DEFAULTS` (its flag defaults, which the
-user's flags override), and overrides:
+An algorithm's spec (`flcore/algorithms/`) names its server class and declares its
+options; the server sets `client_class` and overrides:
 - `setup()`: build server-side state and send clients what they need once;
 - `train_round(round_idx, client_ids)`: one round of training and aggregation.
 Everything else (client sampling, evaluation, metrics, timing, traffic, results,
 auto-break) happens here, once.
 """
-import math
 import os
 import time
-from collections import defaultdict
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from flcore.clients.factory import ClientFactory
+from flcore.clients.interface import check_call
 from trainmodel.families import resolve_family
 from trainmodel.models import VIT_MODELS
 from utils.checkpoints import CheckpointSchedule, CheckpointStore
 from utils.errors import UserError
-from utils.executors import make_executor
+from utils.executors import InProcessExecutor, build_clients
 from utils.metrics import aggregate_evaluations
+from utils.recording import new_series, plain_series, record_evaluation, record_round, series_from_plain
+from utils.reporting import evaluation_line, summary_lines
 from utils.files import atomic_write
 from utils.result_utils import result_name, results_config, write_results
 from utils.resume import comparable_config, data_signature, load_resume_state
@@ -61,9 +63,6 @@ class Server:
                                    "checkpoints", "checkpoint_schedule", "run_index", "seed", "num_clients", "num_classes",
                                    "global_rounds", "eval_gap", "name", "run_dir", "start_state",
                                    "data_signature_cache"})
-    #: flag defaults for this algorithm: {dest: value}; the user's flags win.
-    DEFAULTS: dict = {}
-
     def __init__(self, args, run_index: int, data):
         self.check_args(args)
         self.args = args
@@ -82,8 +81,7 @@ class Server:
         self.rng = torch_generator(derive_seed(self.seed, "server"))
         self.schedule = ClientSchedule(self.num_clients, args.join_ratio, args.random_join_ratio, self.seed)
         self.timer = PhaseTimer()
-        self.series = defaultdict(list)
-        self.series["phase_seconds"] = defaultdict(list)
+        self.series = new_series()
         self.checkpoints = CheckpointStore(self.run_dir, keep=getattr(args, "ckpt_keep", 1))
         self.current_round = 0
         self.skipped_in_round = 0
@@ -95,7 +93,14 @@ class Server:
 
     # ---- construction ---------------------------------------------------------------
     def make_executor(self):
-        return make_executor(self.args, self.client_class, self.data, self.seed)
+        """The executor `--executor` names, holding every client of the run, each built by a
+        `ClientFactory` (which pickles, so Ray actors build their clients the same way)."""
+        build_client = ClientFactory(self.client_class, self.seed)
+        if getattr(self.args, "executor", "inprocess") == "ray":
+            from utils.ray_executor import RayExecutor  # here: Ray is an optional dependency
+            return RayExecutor(self.args, build_client, self.data, self.seed)
+        clients = build_clients(self.args, build_client, self.data, range(self.args.num_clients))
+        return InProcessExecutor(clients, offload=getattr(self.args, "offload", False))
 
     def close(self) -> None:
         """Release the clients (and the executor's worker processes, if any)."""
@@ -240,46 +245,35 @@ class Server:
 
     def evaluate(self, rounds_done: int) -> dict:
         """Every client, not only the selected ones, is evaluated (as HtFLlib does)."""
-        replies = self.executor.broadcast(self.all_client_ids, "evaluate", self.evaluation_payload(),
-                                          count=False)
+        replies = self.broadcast(self.all_client_ids, self.client_class.evaluate, self.evaluation_payload(),
+                                 count=False)
         summary = aggregate_evaluations(replies)
         extra = self.record_evaluation(replies)
-        for name, value in extra.items():
-            self.series[name].append(value)
-        self.series["eval_rounds"].append(rounds_done)
-        self.series["rs_test_acc"].append(summary["test_acc"])
-        self.series["rs_test_auc"].append(summary["test_auc"])
-        self.series["rs_train_loss"].append(summary["train_loss"])
-        self.series["rs_client_mean_acc"].append(summary["client_mean_acc"])
-        self.series["rs_client_std_acc"].append(summary["client_std_acc"])
-        tqdm.write(f"[{self.name}] after {rounds_done} round(s): test acc {summary['test_acc']:.4f}"
-                   f" (client mean {summary['client_mean_acc']:.4f} +- {summary['client_std_acc']:.4f}),"
-                   f" auc {summary['test_auc']:.4f}, train loss {summary['train_loss']:.4f}"
-                   + "".join(f", {name.removeprefix('rs_')} {value:.4f}" for name, value in extra.items()))
+        record_evaluation(self.series, rounds_done, summary, extra)
+        tqdm.write(evaluation_line(self.name, rounds_done, summary, extra))
         self.save_results()
         return summary
 
     def record_round(self, seconds: float) -> None:
-        traffic = self.executor.take_traffic()
-        self.series["round_seconds"].append(seconds)
-        self.series["bytes_up"].append(traffic.bytes_up)
-        self.series["bytes_down"].append(traffic.bytes_down)
-        self.series["floats_up"].append(traffic.floats_up)
-        self.series["floats_down"].append(traffic.floats_down)
-        self.series["skipped_clients"].append(self.skipped_in_round)
-        memory = self.executor.memory()
-        self.series["peak_host_mib"].append(memory["host_mib"])
-        self.series["peak_gpu_mib"].append(memory["gpu_mib"])
+        record_round(self.series, seconds, self.executor.take_traffic(), self.skipped_in_round,
+                     self.executor.memory(), self.timer.reset())
         self.skipped_in_round = 0
-        phases = self.timer.reset()
-        rounds_so_far = len(self.series["round_seconds"])
-        for name in set(phases) | set(self.series["phase_seconds"]):
-            column = self.series["phase_seconds"][name]
-            column.extend([0.0] * (rounds_so_far - 1 - len(column)))
-            column.append(phases.get(name, 0.0))
 
-    def train_clients(self, client_ids: list[int], payload=None, method: str = "train") -> list[dict]:
-        """Call `method` (training) on the selected clients and return the replies of those whose
+    def broadcast(self, client_ids, method, payload=None, count: bool = True, guarded: bool = False) -> list:
+        """Call `method` (a server call the client class declares, e.g. `self.client_class.load_head`)
+        with one payload on `client_ids` through the executor; replies in the order of `client_ids`.
+        A method or payload that does not fit the declaration fails here (see `Executor.broadcast`
+        for `count` and `guarded`)."""
+        name = check_call(self.client_class, method, payload)
+        return self.executor.broadcast(client_ids, name, payload, count=count, guarded=guarded)
+
+    def scatter(self, method, payloads: dict, count: bool = True) -> list:
+        """Call `method` on each client in `payloads` with its own payload; replies in id order."""
+        names = {check_call(self.client_class, method, payload) for payload in payloads.values()}
+        return self.executor.scatter(names.pop() if names else method, payloads, count=count)
+
+    def train_clients(self, client_ids: list[int], payload=None, method=None) -> list[dict]:
+        """Call `method` (training; default `train`) on the selected clients and return the replies of those whose
         losses and uploads were finite, each with its "client_id". A client with a NaN or an
         infinity is put back as it was before the call and left out of the round, with a
         warning; when none is left, `NoClientUpdates` ends the round.
@@ -287,7 +281,7 @@ class Server:
         The clients' reported compute goes to its phases; the rest of the call (moving
         payloads and replies) counts as communication."""
         start = time.perf_counter()
-        replies = self.executor.broadcast(client_ids, method, payload, guarded=True)
+        replies = self.broadcast(client_ids, method or self.client_class.train, payload, guarded=True)
         compute = self.collect_timings(replies)
         self.timer.add("communication", time.perf_counter() - start - compute)
         kept = []
@@ -325,12 +319,11 @@ class Server:
         restore_state(self, state, self.device, self.CHECKPOINT_STATIC)
 
     def plain_series(self) -> dict:
-        return {name: dict(values) if isinstance(values, dict) else list(values)
-                for name, values in self.series.items()}
+        return plain_series(self.series)
 
     def save_checkpoint(self, rounds_done: int) -> None:
         start = time.perf_counter()
-        client_states = self.executor.broadcast(self.all_client_ids, "checkpoint_state", count=False)
+        client_states = self.broadcast(self.all_client_ids, self.client_class.checkpoint_state, count=False)
         self.checkpoints.save(rounds_done, {
             "config": comparable_config(self.args),
             "data": self.data_signature,
@@ -361,15 +354,14 @@ class Server:
     def resume(self, state: dict) -> int:
         """Put the run back as `state` (an accepted checkpoint) left it; returns its rounds done."""
         try:
-            self.executor.scatter("restore_checkpoint_state", state["clients"], count=False)
+            self.scatter(self.client_class.restore_checkpoint_state, state["clients"], count=False)
             self.restore_checkpoint_state(state["server"])
         except (KeyError, TypeError, ValueError, RuntimeError) as error:
             reason = " ".join(str(error).split())[:300] or type(error).__name__
             raise UserError(f"the checkpoint in {self.checkpoints.folder} does not fit this run ({reason}): "
                             f"resume with the flags, data and library version that wrote it, or drop --resume "
                             f"to start afresh") from None
-        self.series = defaultdict(list, {name: defaultdict(list, values) if isinstance(values, dict) else values
-                                         for name, values in state["series"].items()})
+        self.series = series_from_plain(state["series"])
         set_global_rng_states(state["rng"])
         rounds_done = state["rounds_done"]
         tqdm.write(f"[{self.name}] resuming after round {rounds_done} of {self.global_rounds} from "
@@ -394,20 +386,5 @@ class Server:
                                           nrow=nrow, padding=1))
 
     def report_best(self) -> None:
-        acc = self.series["rs_test_acc"]
-        best = int(np.argmax(acc))
-        rounds = self.series["round_seconds"]
-        per_round = float(np.median(rounds)) if rounds else math.nan
-        print(f"[{self.name}] best test accuracy {acc[best]:.4f} after "
-              f"{self.series['eval_rounds'][best]} round(s); median {per_round:.2f} s/round")
-        up, down = self.series["floats_up"], self.series["floats_down"]
-        skipped = self.series["skipped_clients"]
-        if any(skipped):
-            rounds_hit = [r for r, count in enumerate(skipped) if count]
-            print(f"[{self.name}] note: {int(sum(skipped))} client update(s) in {len(rounds_hit)} round(s) were "
-                  f"non-finite and left out (first in round {rounds_hit[0]}); those clients kept their "
-                  f"weights from before")
-        if up:
-            print(f"[{self.name}] traffic per round, all clients: {np.mean(up) / 1e6:.4g}M floats up, "
-                  f"{np.mean(down) / 1e6:.4g}M floats down (mean of {len(up)} rounds); "
-                  f"{self.series['setup_floats_down'][0] / 1e6:.4g}M floats down once at setup")
+        for line in summary_lines(self.name, self.series):
+            print(line)

@@ -22,9 +22,10 @@ from tqdm.auto import tqdm
 from flcore.clients.clientdi import clientDI
 from flcore.generators.images import image_round_due
 from flcore.deep_inversion import PIXEL_MIN, SynthesisSettings, Teacher, draw_labels, synthesize_batch
-from flcore.options.deepinversion import student_architecture
 from flcore.servers.serverbase import Server
-from trainmodel.models import build_model
+from trainmodel.families import resolve_family
+from trainmodel.models import build_model, find_model_name
+from utils.errors import UserError
 from utils.payload import state_to_payload
 from utils.seeding import derive_seed, torch_generator
 from utils.state import capture_value
@@ -54,12 +55,28 @@ def random_flip(x: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
 
 
 # ---- the server ------------------------------------------------------------------------------
+def student_architecture(student_model, model_family: str) -> str:
+    """The student's canonical model name: `student_model` if it is in the family, else the
+    family's first member when none is given."""
+    family = resolve_family(model_family)
+    if student_model is None:
+        return family[0]
+    name = find_model_name(student_model)
+    if name not in family:
+        raise UserError(f"--student_model {student_model} is not in -m {model_family}: choose one "
+                        f"of {', '.join(family)}")
+    return name
+
+
 class DeepInversion(Server):
     client_class = clientDI
     # Teachers are saved as (architecture, weights, class counts); the settings are flags.
     CHECKPOINT_STATIC = Server.CHECKPOINT_STATIC | {"settings", "teachers"}
-    # The student's SGD (momentum 0.9, weight decay 5e-4): learning rate -slr, batches of -sbs.
-    DEFAULTS = {"server_learning_rate": 0.01, "server_batch_size": 64}
+
+    @classmethod
+    def check_args(cls, args) -> None:
+        super().check_args(args)
+        student_architecture(args.student_model, args.model_family)
 
     def setup(self):
         args = self.args
@@ -101,7 +118,7 @@ class DeepInversion(Server):
 
     # ---- round 0: the one upload ------------------------------------------------------------
     def collect_teachers(self, client_ids: list[int]) -> None:
-        replies = self.train_clients(client_ids, method="train_teacher")
+        replies = self.train_clients(client_ids, method=self.client_class.train_teacher)
         self.teachers = [self.make_teacher(reply["arch"], reply["teacher"], reply["class_counts"])
                          for reply in replies]
         kinds = Counter(reply["arch"] for reply in replies)

@@ -5,7 +5,8 @@ global logits of a class are the plain average over the clients holding it, and
 every client receives them as distillation targets.
 """
 from flcore.clients.clientfd import clientFD
-from flcore.prototypes import ClassMeanServer, average_per_class
+from flcore.prototypes import average_per_class
+from flcore.servers.serverclassmean import ClassMeanServer
 
 
 def aggregate_logits(replies: list[dict], num_classes: int) -> dict:
@@ -17,7 +18,6 @@ def aggregate_logits(replies: list[dict], num_classes: int) -> dict:
 
 class FD(ClassMeanServer):
     client_class = clientFD
-    DEFAULTS = {"lamda": 1.0}
 
     def aggregate(self, replies):
         return aggregate_logits(replies, self.num_classes)

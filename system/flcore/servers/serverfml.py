@@ -19,7 +19,6 @@ from utils.seeding import derive_seed
 class FML(Server):
     client_class = clientFML
     # HtFLlib's scripts: -al 0.5 -bt 0.5.
-    DEFAULTS = {"alpha": 0.5, "beta": 0.5}
 
     def setup(self):
         for flag, value in (("-al", self.args.alpha), ("-bt", self.args.beta)):

@@ -81,7 +81,6 @@ class FedGen(Server):
     # -glr: the official FedGen's generator learning rate (3e-4). HtFLlib's 0.1 never reached its
     # clients (its trained generator is dropped each round); here, where it does, 0.1 blows the
     # generated features up ~250x in one round and the clients' heads with them.
-    DEFAULTS = {"noise_dim": 32, "generator_learning_rate": 3e-4, "hidden_dim": 512, "server_epochs": 100}
     #: growth of the generated features' scale within one round's generator training taken as
     #: divergence (saved per round as `generator_feature_growth`). On MNIST5k at the default -glr
     #: it is 3.7x in round 0 and under 1.4x per round after; at -glr 0.1 it is 153x in round 0.
@@ -101,10 +100,10 @@ class FedGen(Server):
         self.head = state_to_payload(initial_head)
         self.htfllib = bool(getattr(args, "fedgen_htfllib", False))
         setup = {"head": self.head, "generator": state_to_payload(self.generator) if self.htfllib else None}
-        replies = self.executor.broadcast(self.all_client_ids, "setup", setup)
+        replies = self.broadcast(self.all_client_ids, self.client_class.setup, setup)
         self.label_counts = torch.stack([r["label_counts"] for r in replies])  # [clients, C]
-        self.executor.broadcast(self.all_client_ids, "set_label_distribution",
-                                {"label_counts": self.label_counts.sum(dim=0)})
+        self.broadcast(self.all_client_ids, self.client_class.set_label_distribution,
+                       {"label_counts": self.label_counts.sum(dim=0)})
         probe_rng = torch_generator(derive_seed(self.seed, "fedgen-probe"))
         self.probe_labels = torch.arange(self.PROBE_SIZE) % self.num_classes
         self.probe_noise = torch.randn(self.PROBE_SIZE, args.noise_dim, generator=probe_rng)
@@ -141,8 +140,8 @@ class FedGen(Server):
             self.head = weighted_average(heads, [r["num_samples"] for r in replies])
         # Every client, selected or not, gets the new head and generator (as HtFLlib sends them).
         with self.timer.phase("communication"):
-            self.executor.broadcast(self.all_client_ids, "receive",
-                                    {"generator": state_to_payload(self.generator), "head": self.head})
+            self.broadcast(self.all_client_ids, self.client_class.receive,
+                           {"generator": state_to_payload(self.generator), "head": self.head})
 
     def train_generator(self, heads: list[dict], uploader_counts: torch.Tensor) -> None:
         """`-se` Adam steps on batches of `-lbs` labels drawn from the uploaders' label counts

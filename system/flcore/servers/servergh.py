@@ -9,7 +9,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from flcore.clients.clientgh import clientGH
-from flcore.prototypes import ClassMeanServer, shuffled_batches, stack_uploads
+from flcore.prototypes import shuffled_batches, stack_uploads
+from flcore.servers.serverclassmean import ClassMeanServer
 from utils.payload import state_to_payload
 from utils.seeding import derive_seed
 
@@ -30,14 +31,13 @@ def train_global_head(head: nn.Linear, vectors: torch.Tensor, labels: torch.Tens
 class FedGH(ClassMeanServer):
     SHARES_HEADS = True
     client_class = clientGH
-    DEFAULTS = {"server_learning_rate": 0.01, "server_epochs": 1, "server_batch_size": 10}
 
     def setup(self):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(self.seed, "gh-head"))
             self.head = nn.Linear(self.args.feature_dim, self.num_classes).to(self.device)
         # Every client starts from the same head (HtFLlib sends client 0's before round 0).
-        self.executor.broadcast(self.all_client_ids, "receive_global", state_to_payload(self.head))
+        self.broadcast(self.all_client_ids, self.client_class.receive_global, state_to_payload(self.head))
 
     def aggregate(self, replies):
         vectors, labels = stack_uploads(replies)

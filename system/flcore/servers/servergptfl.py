@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from flcore.clients.clientgptfl import clientGPTFL
+from flcore.generators.base import map_in_chunks
 from flcore.generators.images import to_client_images
 from flcore.prompts import class_prompts, resolve_prompt_model
 from flcore.servers.serverbase import Server
@@ -105,10 +106,6 @@ def pretrain(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
 
 class GPTFL(Server):
     client_class = clientGPTFL
-    # The authors' script trains 200 epochs at batch 32 (T_max 200); 3 epochs keep
-    # `-algo GPT-FL -gr 2` on MNIST5k near a minute on two idle CPU cores (raise -se on a
-    # GPU). The learning rate is the library's server default.
-    DEFAULTS = {"server_epochs": 3, "server_learning_rate": 0.01, "server_batch_size": 32}
 
     @classmethod
     def check_args(cls, args) -> None:
@@ -144,22 +141,17 @@ class GPTFL(Server):
                    f"samples), prompts such as {self.prompts[0][0]!r}")
         generator = torch_generator(derive_seed(self.seed, "gptfl-synthesis"))
         batch = args.gen_batch_size or text_to_image.default_batch_size
-        parts, done = [], 0
         with tqdm(total=len(texts), desc="GPT-FL synthesis", unit="img", dynamic_ncols=True, disable=None,
                   leave=False) as bar:
-            while done < len(texts):
-                try:
-                    images = text_to_image.generate(texts[done:done + batch], generator)
-                except torch.cuda.OutOfMemoryError:
-                    if batch == 1:
-                        raise
-                    batch = (batch + 1) // 2
-                    torch.cuda.empty_cache()
-                    tqdm.write(f"GPT-FL synthesis ran out of GPU memory: retrying with {batch} images per call")
-                    continue
-                parts.append(to_client_images(images, self.data.image_shape))
-                done += len(images)
+
+            def to_client(images):
+                client_images = to_client_images(images, self.data.image_shape)
                 bar.update(len(images))
+                return client_images
+
+            # `batch` prompts per call, halved for the rest of the synthesis on GPU out-of-memory.
+            parts, _ = map_in_chunks(lambda chunk: text_to_image.generate(chunk, generator), texts, batch,
+                                     stage="GPT-FL synthesis", then=to_client, report=tqdm.write)
         return torch.cat(parts), labels
 
     def save_preview(self, images: torch.Tensor, labels: torch.Tensor) -> None:
@@ -191,8 +183,8 @@ class GPTFL(Server):
 
     # ---- federated rounds ---------------------------------------------------------------
     def send_globals(self) -> None:
-        self.executor.scatter("load_global", {cid: {"model": self.global_states[self.architectures[cid]]}
-                                              for cid in self.all_client_ids})
+        self.scatter(self.client_class.load_global, {cid: {"model": self.global_states[self.architectures[cid]]}
+                                     for cid in self.all_client_ids})
 
     def train_round(self, round_idx, client_ids):
         replies = self.train_clients(client_ids)

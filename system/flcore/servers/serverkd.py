@@ -34,7 +34,6 @@ def aggregate_updates(replies: list[dict], shapes: dict, energy: float) -> dict:
 class FedKD(Server):
     client_class = clientKD
     # HtFLlib's scripts: -mlr 0.01 -Ts 0.95 -Te 0.98.
-    DEFAULTS = {"mentee_learning_rate": 0.01, "T_start": 0.95, "T_end": 0.98}
 
     def setup(self):
         args = self.args
@@ -45,7 +44,7 @@ class FedKD(Server):
                                     derive_seed(self.seed, "shared-model"))
         initial = state_to_payload(mentee)
         self.shapes = {name: value.shape for name, value in initial.items()}
-        self.executor.broadcast(self.all_client_ids, "setup", {"mentee": initial})
+        self.broadcast(self.all_client_ids, self.client_class.setup, {"mentee": initial})
 
     def train_round(self, round_idx, client_ids):
         energy = energy_at(round_idx, self.global_rounds, self.args.T_start, self.args.T_end)
@@ -53,4 +52,4 @@ class FedKD(Server):
         with self.timer.phase("aggregation"):
             update = aggregate_updates(replies, self.shapes, energy)
         with self.timer.phase("communication"):
-            self.executor.broadcast(self.all_client_ids, "apply_mentee_update", {"update": update})
+            self.broadcast(self.all_client_ids, self.client_class.apply_mentee_update, {"update": update})

@@ -15,7 +15,7 @@ from flcore.etf import simplex_etf
 from flcore.generators.images import image_round_due, to_client_images
 from flcore.generators.registry import check_generator_flags, load_generator
 from flcore.losses import mmd_rbf
-from flcore.prototypes import class_sums
+from flcore.prototypes import class_mean_table, stack_uploads
 from flcore.servers.serverbase import Server
 from utils.payload import state_to_payload, to_payload
 from utils.seeding import derive_seed
@@ -35,20 +35,11 @@ class FeatureTransformer(nn.Module):
         return self.mlp(x)
 
 
-def class_means(values: torch.Tensor, labels: torch.Tensor, num_classes: int):
-    """Per-class means of the rows of `values` ([C, D], zero rows for absent classes), and
-    which classes had any rows."""
-    sums, counts = class_sums(values, labels, num_classes)
-    return sums / counts.clamp_min(1).unsqueeze(1).to(sums.dtype), counts > 0
-
-
 class FedKTL(Server):
     client_class = clientKTL
     generator_kind = "builtin"
     # The pre-trained generator is loaded from -GPath and never trained.
     CHECKPOINT_STATIC = Server.CHECKPOINT_STATIC | {"generator"}
-    DEFAULTS = {"lamda": 1.0, "mu": 50.0, "server_learning_rate": 0.01,
-                "server_batch_size": 100, "server_epochs": 100}
     #: a -GPath to suggest when a backend's weights must be named (none is ever a default)
     GENERATOR_EXAMPLE = None
 
@@ -68,14 +59,14 @@ class FedKTL(Server):
             self.centroids = nn.Embedding(self.num_classes, latent_dim).to(self.device)
             proj = nn.Linear(args.feature_dim, latent_dim)
         etf = simplex_etf(self.num_classes, self.num_classes, self.rng)
-        self.executor.broadcast(self.all_client_ids, "setup",
-                                {"etf": etf, "proj": state_to_payload(proj)})
+        self.broadcast(self.all_client_ids, self.client_class.setup,
+                       {"etf": etf, "proj": state_to_payload(proj)})
         self.generated = None  # {"images", "latents"} sent with the next round
 
     def train_round(self, round_idx, client_ids):
         replies = self.train_clients(client_ids, self.generated)
-        protos = torch.cat([r["protos"] for r in replies]).to(self.device)
-        labels = torch.cat([r["proto_labels"] for r in replies]).to(self.device)
+        protos, labels = stack_uploads(replies)  # the clients' {"means", "classes"}
+        protos, labels = protos.to(self.device), labels.to(self.device)
         with self.timer.phase("alignment"):
             latents = self.align(protos, labels)
         with self.timer.phase("generation"):
@@ -88,7 +79,7 @@ class FedKTL(Server):
     def reset_centroids(self, protos, labels) -> None:
         """Centroids := class means of F(P); classes nobody uploaded keep their value."""
         self.feature_transformer.eval()
-        means, present = class_means(self.feature_transformer(protos), labels, self.num_classes)
+        means, present = class_mean_table(self.feature_transformer(protos), labels, self.num_classes)
         self.centroids.weight[present] = means[present]
 
     def align(self, protos: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -8,4 +8,3 @@ class FedKTLStableDiffusion(FedKTL):
     generator_kind = "stable-diffusion"
     # Weights are only loaded from a folder the user names, so -GPath has no default.
     GENERATOR_EXAMPLE = "stable-diffusion/v1.5"
-    DEFAULTS = {**FedKTL.DEFAULTS, "lamda": 0.01, "mu": 100.0, "server_learning_rate": 0.1}

@@ -6,4 +6,3 @@ from flcore.servers.serverktl import FedKTL
 class FedKTLStyleGAN3(FedKTL):
     generator_kind = "stylegan"
     GENERATOR_EXAMPLE = "stylegan/stylegan-3-models/Benches-512.pkl"
-    DEFAULTS = {**FedKTL.DEFAULTS, "lamda": 0.1, "mu": 50.0, "server_learning_rate": 0.01}

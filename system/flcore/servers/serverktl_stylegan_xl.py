@@ -7,4 +7,3 @@ class FedKTLStyleGANXL(FedKTL):
     generator_kind = "stylegan"
     # A pickle runs code when loaded, so -GPath has no default; this is only suggested.
     GENERATOR_EXAMPLE = "stylegan/stylegan-xl-models/imagenet64.pkl"
-    DEFAULTS = {**FedKTL.DEFAULTS, "lamda": 1.0, "mu": 50.0, "server_learning_rate": 0.01}

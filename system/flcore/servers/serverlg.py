@@ -28,11 +28,11 @@ class LGFedAvg(Server):
             torch.manual_seed(derive_seed(self.seed, "lg-head"))
             head = nn.Linear(self.args.feature_dim, self.num_classes)
         self.head = state_to_payload(head)
-        self.executor.broadcast(self.all_client_ids, "load_head", {"head": self.head})
+        self.broadcast(self.all_client_ids, self.client_class.load_head, {"head": self.head})
 
     def train_round(self, round_idx, client_ids):
         replies = self.train_clients(client_ids)
         with self.timer.phase("aggregation"):
             self.head = average_uploads(replies, "head")
         with self.timer.phase("communication"):
-            self.executor.broadcast(self.all_client_ids, "load_head", {"head": self.head})
+            self.broadcast(self.all_client_ids, self.client_class.load_head, {"head": self.head})

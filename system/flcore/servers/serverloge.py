@@ -52,7 +52,6 @@ def has_normalisation(model: nn.Module) -> bool:
 class FedLoGe(Server):
     SHARES_HEADS = True
     client_class = clientLoGe
-    DEFAULTS = {"local_learning_rate": 0.03}
 
     @classmethod
     def check_args(cls, args):
@@ -74,8 +73,8 @@ class FedLoGe(Server):
             sse_c = build_sse_c(self.num_classes, self.args.feature_dim,
                                 torch_generator(derive_seed(self.seed, "sse-c")),
                                 steps=self.args.sse_c_steps, sparsity=self.args.sse_c_sparsity)
-        self.executor.broadcast(self.all_client_ids, "setup",
-                                {"sse_c": sse_c, "backbone": self.backbone, "head": self.head})
+        self.broadcast(self.all_client_ids, self.client_class.setup,
+                       {"sse_c": sse_c, "backbone": self.backbone, "head": self.head})
 
     def train_round(self, round_idx, client_ids):
         replies = self.train_clients(client_ids)
@@ -83,7 +82,7 @@ class FedLoGe(Server):
             self.backbone = average_uploads(replies, "backbone")
             self.head = average_uploads(replies, "head")
         with self.timer.phase("communication"):
-            self.executor.broadcast(self.all_client_ids, "load_global", {"backbone": self.backbone, "head": self.head})
+            self.broadcast(self.all_client_ids, self.client_class.load_global, {"backbone": self.backbone, "head": self.head})
 
     def record_evaluation(self, replies):
         return summarize_loge_evaluation(replies)

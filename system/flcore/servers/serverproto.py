@@ -5,7 +5,8 @@ sample count; the server's global prototype of a class is the sample-weighted me
 of the clients' prototypes of that class, and every client receives them.
 """
 from flcore.clients.clientproto import clientProto
-from flcore.prototypes import ClassMeanServer, average_per_class
+from flcore.prototypes import average_per_class
+from flcore.servers.serverclassmean import ClassMeanServer
 
 
 def aggregate_prototypes(replies: list[dict], num_classes: int) -> dict:
@@ -17,7 +18,6 @@ def aggregate_prototypes(replies: list[dict], num_classes: int) -> dict:
 
 class FedProto(ClassMeanServer):
     client_class = clientProto
-    DEFAULTS = {"lamda": 10.0}
 
     def aggregate(self, replies):
         return aggregate_prototypes(replies, self.num_classes)

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 
 from flcore.clients.clienttgp import clientTGP
 from flcore.losses import pairwise_sq_dists
-from flcore.prototypes import ClassMeanServer, average_per_class, shuffled_batches, stack_uploads
+from flcore.prototypes import average_per_class, shuffled_batches, stack_uploads
+from flcore.servers.serverclassmean import ClassMeanServer
 from utils.payload import to_payload
 from utils.seeding import derive_seed
 
@@ -68,10 +69,6 @@ def train_prototypes(model: TrainableGlobalPrototypes, vectors: torch.Tensor, la
 
 class FedTGP(ClassMeanServer):
     client_class = clientTGP
-    # HtFLlib trains the prototypes with SGD at the clients' -lr and batch size -lbs
-    # (0.01 and 10 in all its scripts); here they are -slr and -sbs with those values.
-    DEFAULTS = {"lamda": 10.0, "server_epochs": 100, "margin_threthold": 100.0,
-                "server_learning_rate": 0.01, "server_batch_size": 10}
 
     def setup(self):
         dim = self.args.feature_dim

@@ -18,6 +18,9 @@ before any of it runs.
 config.json carries PFLlib's fields plus our own: ``label_names``, ``image_shape``
 and, from the generators, ``partition_rule`` and ``imbalance_factor`` (all optional
 when reading, since PFLlib does not write them).
+
+The system's loader (`utils.data_utils`) reads with this module and the generators
+(`dataset/`) write with it; it imports nothing but numpy.
 """
 import json
 import os

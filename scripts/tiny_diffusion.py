@@ -5,7 +5,7 @@ tokenizer, scheduler, written by `save_pretrained`), so the Stable Diffusion bac
 can be tested and timed offline: UNet about 1.4M parameters, 4x32x32 latents, 64x64
 images. Its images are noise; only shapes, plumbing and speed mean anything.
 
-    python system/flcore/generators/tiny_diffusion.py OUT_DIR [--fp16]
+    python scripts/tiny_diffusion.py OUT_DIR [--fp16]
 
 `--fp16` writes only float16 `*.fp16.safetensors` weights, the layout
 `stable-diffusion/download_weights.py --fp16` downloads.

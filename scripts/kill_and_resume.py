@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Kill a run with SIGKILL at random moments, resume it, and compare with an uninterrupted run.
 
-    python system/kill_and_resume.py --trials 3 -- -gr 6 --seed 3
+    python scripts/kill_and_resume.py --trials 3 -- -gr 6 --seed 3
 
 runs `python system/main.py <flags> --out WORK/whole` once (with `--ckpt_every 1` unless the
 flags set a checkpoint schedule), then for each trial the same
@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-SYSTEM_DIR = os.path.dirname(os.path.abspath(__file__))
+SYSTEM_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "system")
 sys.path.insert(0, SYSTEM_DIR)
 
 from utils.result_utils import read_results  # noqa: E402

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Exercise every CUDA path of the library on one GPU and print a compact report.
 
-    python system/gpu_check.py                                  # checks 2-6 (1 is skipped)
-    python system/gpu_check.py --stylegan_utils ~/stylegan3     # all six
-    python system/gpu_check.py --only offload,resume --out /tmp/gc
+    python scripts/gpu_check.py                                  # checks 2-6 (1 is skipped)
+    python scripts/gpu_check.py --stylegan_utils ~/stylegan3     # all six
+    python scripts/gpu_check.py --only offload,resume --out /tmp/gc
 
 Checks, each in its own process under a time budget (seconds, on an H100/H200-class GPU;
 all six fit in 8 minutes; a check that overruns is killed and FAILs, the next one runs):
@@ -27,7 +27,7 @@ all six fit in 8 minutes; a check that overruns is killed and FAILs, the next on
                     per phase, round seconds and peak GPU memory
 
 Checks 1-5 use sklearn's digits at 16x16 ("Tiny4", "Tiny8": 4 and 8 clients); check 6 the
-Cifar100 partition of system/communication_table.py with --images_per_class training
+Cifar100 partition of scripts/communication_table.py with --images_per_class training
 images per (client, class). Runs compared for equality (3, 5) use cuDNN's deterministic
 kernels and torch.use_deterministic_algorithms(warn_only=True); accuracies must then be
 equal element for element, or within ACC_TOLERANCE if torch warned that an op has no
@@ -52,9 +52,10 @@ import tempfile
 import time
 import traceback
 
-SYSTEM_DIR = os.path.dirname(os.path.abspath(__file__))
-REPO_ROOT = os.path.dirname(SYSTEM_DIR)
-for path in (SYSTEM_DIR, REPO_ROOT):
+SCRIPTS_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_ROOT = os.path.dirname(SCRIPTS_DIR)
+SYSTEM_DIR = os.path.join(REPO_ROOT, "system")
+for path in (SCRIPTS_DIR, SYSTEM_DIR, REPO_ROOT):
     if path not in sys.path:
         sys.path.insert(0, path)
 
@@ -118,7 +119,7 @@ def parse_only(text: str) -> list:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python system/gpu_check.py", description=__doc__,
+    p = argparse.ArgumentParser(prog="python scripts/gpu_check.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--stylegan_utils", default=None, metavar="CLONE",
                    help="a clone of NVlabs/stylegan3 or autonomousvision/stylegan-xl (check 1 is skipped without)")
@@ -493,7 +494,7 @@ def save_fp16_pipeline(folder: str) -> str:
 
     import torch
 
-    from flcore.generators.tiny_diffusion import build_tiny_stable_diffusion, save_tiny_stable_diffusion
+    from tiny_diffusion import build_tiny_stable_diffusion, save_tiny_stable_diffusion
 
     if "variant" in inspect.signature(save_tiny_stable_diffusion).parameters:
         return save_tiny_stable_diffusion(folder, variant="fp16")

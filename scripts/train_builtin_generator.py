@@ -1,6 +1,6 @@
 """Trains the built-in generator on patches of scikit-learn's sample photographs.
 
-    python system/flcore/generators/train_builtin.py            # reproduces the committed weights
+    python scripts/train_builtin_generator.py            # reproduces the committed weights
 
 Writes `system/flcore/generators/weights/builtin_generator.pt`, a grid of samples from
 fixed latents (`docs/builtin_generator_samples.png`) and a grid of real training patches
@@ -20,9 +20,8 @@ import os
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-SYSTEM_DIR = os.path.dirname(os.path.dirname(HERE))
-REPO_ROOT = os.path.dirname(SYSTEM_DIR)
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SYSTEM_DIR = os.path.join(REPO_ROOT, "system")
 if SYSTEM_DIR not in sys.path:
     sys.path.insert(0, SYSTEM_DIR)
 

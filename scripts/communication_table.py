@@ -4,8 +4,8 @@ the FedKTL paper's communication table (Cifar100: 100 classes, 32x32, 600 images
 Dirichlet 0.1 over 20 clients; HtFE8): FedKTL for each generator's latent size, and the
 baselines.
 
-    python system/communication_table.py                       # everything, ~15 min on 2 CPU cores
-    python system/communication_table.py --algorithms FedKTL    # FedKTL's generators only
+    python scripts/communication_table.py                       # everything, ~15 min on 2 CPU cores
+    python scripts/communication_table.py --algorithms FedKTL    # FedKTL's generators only
 
 Traffic depends only on shapes: which classes each client holds (prototypes up), the
 number of classes, the clients' image size and the latent width (images and latents
@@ -22,15 +22,17 @@ import tempfile
 import numpy as np
 import torch
 
-SYSTEM_DIR = os.path.dirname(os.path.abspath(__file__))
-REPO_ROOT = os.path.dirname(SYSTEM_DIR)
-for path in (SYSTEM_DIR, REPO_ROOT):
+SCRIPTS_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_ROOT = os.path.dirname(SCRIPTS_DIR)
+SYSTEM_DIR = os.path.join(REPO_ROOT, "system")
+for path in (SCRIPTS_DIR, SYSTEM_DIR, REPO_ROOT):
     if path not in sys.path:
         sys.path.insert(0, path)
 
 from benchmark_round import run_and_read_series  # noqa: E402
-from dataset import htfl_format, partition  # noqa: E402
+from dataset import partition  # noqa: E402
 from dataset.generate_common import default_least_samples  # noqa: E402
+from utils import htfl_format  # noqa: E402
 
 #: the paper's figures (million floats up / down per round)
 PAPER = {"FedKTL, StyleGAN-XL or StyleGAN3 (w 512)": (0.09, 7.17), "FedProto": (0.46, 1.02),
@@ -77,7 +79,7 @@ def main_cli(argv=None) -> int:
                         help="comma-separated; FedKTL stands for its two latent sizes")
     known = parser.parse_args(argv)
     from flcore.generators.builtin import BuiltinGenerator, save_builtin_generator
-    from flcore.generators.tiny_diffusion import save_tiny_stable_diffusion
+    from tiny_diffusion import save_tiny_stable_diffusion
 
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Dress rehearsal of the FedKTL paper's run on the CPU, at the paper's shapes.
 
-    python system/rehearse_paper.py --nvlabs DIR_OF_STYLEGAN3_CLONE --stylegan_xl DIR_OF_STYLEGAN_XL_CLONE
-    python system/rehearse_paper.py --nvlabs ... --stylegan_xl ... --quick          # a fast check
-    python system/rehearse_paper.py --variants FedKTL,FedKTL-stable-diffusion --json rehearsal.json
+    python scripts/rehearse_paper.py --nvlabs DIR_OF_STYLEGAN3_CLONE --stylegan_xl DIR_OF_STYLEGAN_XL_CLONE
+    python scripts/rehearse_paper.py --nvlabs ... --stylegan_xl ... --quick          # a fast check
+    python scripts/rehearse_paper.py --variants FedKTL,FedKTL-stable-diffusion --json rehearsal.json
 
 The full rehearsal takes about an hour on 2 (shared) CPU cores, --quick about 10 minutes.
 
@@ -44,9 +44,10 @@ import time
 from dataclasses import dataclass, field
 from unittest import mock
 
-SYSTEM_DIR = os.path.dirname(os.path.abspath(__file__))
-REPO_ROOT = os.path.dirname(SYSTEM_DIR)
-for path in (SYSTEM_DIR, REPO_ROOT):
+SCRIPTS_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_ROOT = os.path.dirname(SCRIPTS_DIR)
+SYSTEM_DIR = os.path.join(REPO_ROOT, "system")
+for path in (SCRIPTS_DIR, SYSTEM_DIR, REPO_ROOT):
     if path not in sys.path:
         sys.path.insert(0, path)
 
@@ -175,7 +176,7 @@ def save_stable_diffusion(folder: str, spec: dict) -> dict:
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
     from transformers.utils import logging as transformers_logging
 
-    from flcore.generators.tiny_diffusion import tiny_tokenizer_vocabulary
+    from tiny_diffusion import tiny_tokenizer_vocabulary
 
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
@@ -299,7 +300,7 @@ def write_probe_dataset(folder: str) -> None:
     """2 clients, 2 classes, 32x32 RGB: FedKTL then generates 2 images a round."""
     import numpy as np
 
-    from dataset import htfl_format
+    from utils import htfl_format
 
     pixels = np.random.default_rng(0)
     labels = np.array([0, 0, 1, 1])
@@ -343,7 +344,7 @@ def build_generator(variant: Variant, size: str, folder: str, clones: dict, log_
     spec = variant.sizes[size]
     if variant.kind == "stable-diffusion":
         path = os.path.join(folder, f"sd-{size}")
-        command = [sys.executable, "-c", SD_BUILDER, SYSTEM_DIR, path, json.dumps(spec)]
+        command = [sys.executable, "-c", SD_BUILDER, SCRIPTS_DIR, path, json.dumps(spec)]
     else:
         path = os.path.join(folder, f"{variant.kind}-{size}.pkl")
         command = [sys.executable, "-c", STYLEGAN_BUILDER, clones[variant.clone], SYSTEM_DIR, variant.kind, path,
@@ -649,7 +650,7 @@ def measured_for_estimate(results: dict, default_run: dict, data_folder: str, pr
     files = dict(default_run["files"]) if default_run else {}
     finished = next((size for path, size in files.items() if path.endswith("finished.json")), 0)
     config = next((size for path, size in source["files"] if path.endswith(".config.json")), 0)
-    from dataset import htfl_format  # reads data files without unpickling them
+    from utils import htfl_format  # reads data files without unpickling them
 
     values = 0
     for split in htfl_format.SPLITS:

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Seconds per round, split by phase, for FedKTL (and Local for comparison).
 
-    python system/benchmark_round.py                 # default config, 6 rounds each
-    python system/benchmark_round.py -gr 10 -m HtFE-cpu --threads 2
-    python system/benchmark_round.py --algorithms FedKTL,FedKTL-stylegan-3=G.pkl --stylegan_utils DIR
+    python scripts/benchmark_round.py                 # default config, 6 rounds each
+    python scripts/benchmark_round.py -gr 10 -m HtFE-cpu --threads 2
+    python scripts/benchmark_round.py --algorithms FedKTL,FedKTL-stylegan-3=G.pkl --stylegan_utils DIR
 
 Any flag of main.py can be passed; `ALGO=PATH` in `--algorithms` gives that algorithm its
 own `-GPath`. Round 0 is left out of the medians: FedKTL has no
@@ -16,7 +16,9 @@ import tempfile
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+SYSTEM_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "system")
+if SYSTEM_DIR not in sys.path:
+    sys.path.insert(0, SYSTEM_DIR)
 
 import main  # noqa: E402
 from utils.result_utils import read_results, result_name  # noqa: E402

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Rounds per hour and peak memory against the number of clients and the executor.
 
-    python system/benchmark_scale.py                                  # 20/50/100/200 clients, in-process and Ray
-    python system/benchmark_scale.py --clients 20 200 --executors inprocess ray:2 -- -algo Local -gr 4
+    python scripts/benchmark_scale.py                                  # 20/50/100/200 clients, in-process and Ray
+    python scripts/benchmark_scale.py --clients 20 200 --executors inprocess ray:2 -- -algo Local -gr 4
 
 For every number of clients N it writes MNIST5k split over N clients (Dirichlet 0.1, the
 default split) under `--work`/data, then runs `main.py` in a fresh process for every
@@ -22,8 +22,8 @@ import time
 
 import numpy as np
 
-SYSTEM_DIR = os.path.dirname(os.path.abspath(__file__))
-REPO_ROOT = os.path.dirname(SYSTEM_DIR)
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SYSTEM_DIR = os.path.join(REPO_ROOT, "system")
 sys.path.insert(0, SYSTEM_DIR)
 sys.path.insert(0, REPO_ROOT)
 

@@ -1,0 +1,11 @@
+"""FedGH (Yi et al., ACM MM 2023)."""
+from flcore.htfllib_flags import SERVER_BATCH_SIZE, SERVER_EPOCHS, SERVER_LEARNING_RATE
+from flcore.spec import AlgorithmSpec
+
+SPECS = (AlgorithmSpec(
+    name="FedGH", server="flcore.servers.servergh:FedGH", paper="Yi et al., ACM MM 2023",
+    summary="the server trains one global head on the clients' prototypes",
+    options=(SERVER_LEARNING_RATE.but(default=0.01, help="SGD learning rate of the global head"),
+             SERVER_EPOCHS.but(default=1, help="epochs of the global head over the uploaded prototypes per round"),
+             SERVER_BATCH_SIZE.but(default=10, help="batch size of the global head's training")),
+    test_flags=("-se", "2")),)
