@@ -13,7 +13,7 @@ import os
 import re
 import sys
 
-from flcore.registry import MODULE_OF, SPECS, declarations, fill_defaults, get_spec
+from flcore.registry import MODULE_OF, SPECS, AlgorithmArgs, declarations, fill_defaults, get_spec
 from utils.errors import UserError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -112,7 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-ls", "--local_epochs", type=int, default=1)
     g.add_argument("-lbs", "--batch_size", type=int, default=10)
     g.add_argument("-lr", "--local_learning_rate", type=float, default=None,
-                   help="client learning rate (0.01; FedLoGe 0.03)")
+                   help=f"client learning rate ({COMMON_DEFAULTS['local_learning_rate']}"
+                        + "".join(f"; {spec.name} {spec.defaults['local_learning_rate']}" for spec in SPECS
+                                  if "local_learning_rate" in spec.defaults) + ")")
     add_bool(g, "-ld", "--learning_rate_decay", help="decay the local learning rate each round")
     g.add_argument("-ldg", "--learning_rate_decay_gamma", type=float, default=0.99)
     g.add_argument("-eg", "--eval_gap", type=int, default=1, help="evaluate every this many rounds")
@@ -322,10 +324,13 @@ def note_ignored(args, ignored) -> None:
 
 
 def apply_algorithm_defaults(args) -> None:
-    """Fill every flag the user left unset from the chosen algorithm's spec, then the flags' own defaults."""
+    """Fill every flag the user left unset from the chosen algorithm's spec, then the flags' own
+    defaults; the algorithm's code then reads only its own options (`AlgorithmArgs`)."""
     if args.global_rounds is None:
         args.global_rounds = DEFAULT_ROUNDS_AUTO_BREAK if args.auto_break else DEFAULT_ROUNDS
     fill_defaults(args, get_spec(args.algorithm), COMMON_DEFAULTS)
+    if type(args) is argparse.Namespace:
+        args.__class__ = AlgorithmArgs  # from here on, the algorithm sees only its own options
 
 
 def flag_name(dest: str) -> str:

@@ -84,13 +84,28 @@ def test_each_algorithm_gets_its_own_defaults_and_meaning_of_a_shared_flag():
     for name in ("FedKTL", "FedKTL-stylegan-3", "FedProto", "FD", "Local"):
         args = parse_args(["-algo", name])
         apply_algorithm_defaults(args)
-        values[name] = args.lamda
+        values[name] = vars(args)["lamda"]  # what its config records
     assert values == {"FedKTL": 1.0, "FedKTL-stylegan-3": 0.1, "FedProto": 10.0, "FD": 1.0, "Local": 1.0}
     lam = next(action for action in build_parser()._actions if action.dest == "lamda")
     for meaning in ("FedKTL/FedKTL-stylegan-xl/FedKTL-stylegan-3/FedKTL-stable-diffusion: weight of the MSE "
                     "between mapped prototypes and their class centroids", "FD: weight of the MSE to the global "
                     "logits (1.0)", "FedProto/FedTGP: weight of the MSE to the global prototypes (10.0)"):
         assert meaning in lam.help
+
+
+def test_an_algorithm_reads_only_its_own_options():
+    args = parse_args(["-algo", "Local", "-lam", "3"])
+    apply_algorithm_defaults(args)
+    assert args.local_learning_rate == 0.01 and vars(args)["lamda"] == 3.0
+    with pytest.raises(AttributeError, match=r"^Local reads --lamda, which its spec does not declare: add it to "
+                                             r"the options in flcore/algorithms/local.py$"):
+        args.lamda
+    assert getattr(args, "lamda", "unread") == "unread"
+    fedproto = parse_args(["-algo", "FedProto"])
+    apply_algorithm_defaults(fedproto)
+    assert fedproto.lamda == 10.0
+    with pytest.raises(AttributeError, match="FedProto reads --mu"):
+        fedproto.mu
 
 
 @pytest.mark.parametrize("algorithm,refused", [("FedKTL", True), ("FedKTL-stylegan-xl", True), ("FedGH", False),

@@ -3,6 +3,7 @@
 Server modules are imported on demand, so an algorithm's optional dependencies are only
 needed when that algorithm is run.
 """
+import argparse
 import importlib
 import pkgutil
 
@@ -73,3 +74,25 @@ def fill_defaults(args, spec, common_defaults: dict) -> None:
     for dest in {*common_defaults, *TEMPLATE_DEFAULTS, *own}:
         if getattr(args, dest, None) is None:
             setattr(args, dest, own.get(dest, TEMPLATE_DEFAULTS.get(dest, common_defaults.get(dest))))
+
+
+#: every algorithm option, and the ones each -algo name declares
+OPTION_DESTS = frozenset(option.dest for spec in SPECS for option in spec.options)
+DECLARED = {name: frozenset(option.dest for option in spec.options) for name, spec in ALGORITHMS.items()}
+
+
+class AlgorithmArgs(argparse.Namespace):
+    """The flags as one algorithm's code sees them: the run's flags and its own options.
+
+    Reading another algorithm's option is an AttributeError naming the spec to declare it in
+    (`getattr(args, name, default)` then gives the default), so an algorithm cannot quietly
+    depend on a flag it does not declare. `vars()` still holds every flag: configs and results
+    record them all, as before."""
+
+    def __getattribute__(self, name):
+        if name in OPTION_DESTS:
+            algorithm = object.__getattribute__(self, "__dict__").get("algorithm")
+            if algorithm in DECLARED and name not in DECLARED[algorithm]:
+                raise AttributeError(f"{algorithm} reads --{name}, which its spec does not declare: add it to the "
+                                     f"options in flcore/algorithms/{MODULE_OF[ALGORITHMS[algorithm]]}.py")
+        return super().__getattribute__(name)

@@ -129,8 +129,7 @@ def load_text_to_image(args, device, spread: float = DEFAULT_ANCHOR_SPREAD) -> T
     if path is not None:
         found = require_path(path, "-GPath", GPATH_WHAT, "README.md")
         if os.path.isdir(found):
-            # The loader keeps its bad-folder messages; its FedKTL prompt encoding is unused here.
-            pipe = load_generator("stable-diffusion", args, device).pipe
+            pipe = load_generator("stable-diffusion-pipeline", args, device)
             return StableDiffusionTextToImage(pipe, args.sd_steps)
     if not _notice_shown:
         print(BUILTIN_NOTICE)

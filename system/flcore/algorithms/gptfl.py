@@ -20,6 +20,7 @@ SPECS = (AlgorithmSpec(
         GENERATOR_PATH.but(help="a Stable Diffusion (diffusers) folder or a built-in generator .pt (optional; "
                                 "default: the bundled built-in generator)"),
         SD_STEPS.but(help="Stable Diffusion denoising steps"),
+        Option(("--sd_fp16",), bool, False, "Stable Diffusion weights in float16 (CUDA only)"),
         Option(("--synthetic_per_class",), int, 0,
                "synthetic images per class (default 0: three times the clients' real training set, split evenly "
                "over the classes)", check=lambda v: v >= 0, must="be 0 (three times the real data) or more"),

@@ -24,10 +24,12 @@ class ClassMeanClient(Client):
     shared_vector = "features"
     #: also upload per-class sample counts (for count-weighted aggregation)
     send_counts = False
+    #: whether the server sends per-class vectors to pull towards (FedGH sends a head instead)
+    pulls_to_global = True
 
     def __init__(self, args, client_id, model, data, seed):
         super().__init__(args, client_id, model, data, seed)
-        self.lamda = args.lamda
+        self.lamda = args.lamda if self.pulls_to_global else None  # -lam: only where it is read
         self.global_table = None    # [C, D] global vector per class (zeros where absent)
         self.global_present = None  # [C] which classes have one
 

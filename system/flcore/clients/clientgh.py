@@ -9,6 +9,7 @@ from flcore.clients.interface import server_call
 
 class clientGH(ClassMeanClient):
     shared_vector = "features"
+    pulls_to_global = False  # the server sends a head, not prototypes
 
     @server_call
     def receive_global(self, payload) -> dict:

@@ -83,10 +83,18 @@ def load_stable_diffusion(args, device):
     return load_stable_diffusion_adapter(args, device)
 
 
+def load_stable_diffusion_pipeline(args, device):
+    from flcore.generators.stable_diffusion import load_stable_diffusion_pipeline as load_pipeline
+
+    return load_pipeline(args, device)
+
+
 GENERATOR_LOADERS = {
     "builtin": load_builtin,
     "stylegan": load_stylegan,
     "stable-diffusion": load_stable_diffusion,
+    # the bare pipeline, for text-to-image use (GPT-FL), which reads no FedKTL prompt or guidance
+    "stable-diffusion-pipeline": load_stable_diffusion_pipeline,
 }
 
 

@@ -121,6 +121,13 @@ class StableDiffusionAdapter(GeneratorAdapter):
 
 
 def load_stable_diffusion_adapter(args, device) -> StableDiffusionAdapter:
+    """FedKTL's adapter: the pipeline, the prompt encoded once, the steps and the guidance."""
+    pipe = load_stable_diffusion_pipeline(args, device)
+    return StableDiffusionAdapter(pipe, args.stable_diffusion_prompt, args.sd_steps, args.sd_guidance)
+
+
+def load_stable_diffusion_pipeline(args, device):
+    """The pipeline in the -GPath folder on `device` (float16 with --sd_fp16 on CUDA)."""
     folder = require_path(args.generator_path, "-GPath",
                           "a local Stable Diffusion folder such as stable-diffusion/v1.5", README)
     if not os.path.isdir(folder):
@@ -150,4 +157,4 @@ def load_stable_diffusion_adapter(args, device) -> StableDiffusionAdapter:
         raise UserError(f"cannot load the Stable Diffusion pipeline in {args.generator_path!r}: {first_line} "
                         f"(see {README})") from None
     pipe.to(device)
-    return StableDiffusionAdapter(pipe, args.stable_diffusion_prompt, args.sd_steps, args.sd_guidance)
+    return pipe

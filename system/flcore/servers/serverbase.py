@@ -16,19 +16,20 @@ from tqdm.auto import tqdm
 
 from flcore.clients.factory import ClientFactory
 from flcore.clients.interface import check_call
+from flcore.servers import checkpointing
 from trainmodel.families import resolve_family
 from trainmodel.models import VIT_MODELS
 from utils.checkpoints import CheckpointSchedule, CheckpointStore
 from utils.errors import UserError
 from utils.executors import InProcessExecutor, build_clients
 from utils.metrics import aggregate_evaluations
-from utils.recording import new_series, plain_series, record_evaluation, record_round, series_from_plain
-from utils.reporting import evaluation_line, summary_lines
 from utils.files import atomic_write
+from utils.recording import new_series, plain_series, record_evaluation, record_round
+from utils.reporting import evaluation_line, summary_lines
 from utils.result_utils import result_name, results_config, write_results
-from utils.resume import comparable_config, data_signature, load_resume_state
+from utils.resume import data_signature, load_resume_state
 from utils.sampling import ClientSchedule
-from utils.seeding import derive_seed, global_rng_states, seed_everything, set_global_rng_states, torch_generator
+from utils.seeding import derive_seed, seed_everything, torch_generator
 from utils.state import capture_state, first_non_finite_state, restore_state
 from utils.timing import PhaseTimer
 
@@ -196,15 +197,7 @@ class Server:
         if not stopped_after_training:
             self.evaluate(rounds_done)
         self.save_results()
-        # The series and flags let `--resume` refuse other flags and rebuild a deleted h5;
-        # the results file is named relative to --out, so a copied folder stays whole.
-        self.checkpoints.mark_finished({"rounds_done": rounds_done, "results": self.name + ".h5",
-                                        "best_test_acc": float(np.max(self.series["rs_test_acc"])),
-                                        "config": comparable_config(self.args), "data": self.data_signature,
-                                        "series": self.plain_series()})
-        # A finished run needs no checkpoint to resume (finished.json says it is done); keeping
-        # HtFE8-sized ones for every run of a sweep would fill the disk.
-        self.checkpoints.remove_rounds(keep_newest=self.checkpoints.keep if keep_final else 0)
+        checkpointing.mark_finished(self, rounds_done, keep_final)
         self.report_best()
         return self.series
 
@@ -322,51 +315,16 @@ class Server:
         return plain_series(self.series)
 
     def save_checkpoint(self, rounds_done: int) -> None:
-        start = time.perf_counter()
-        client_states = self.broadcast(self.all_client_ids, self.client_class.checkpoint_state, count=False)
-        self.checkpoints.save(rounds_done, {
-            "config": comparable_config(self.args),
-            "data": self.data_signature,
-            "server": self.checkpoint_state(),
-            "clients": dict(zip(self.all_client_ids, client_states)),
-            "series": self.plain_series(),
-            "rng": global_rng_states(),
-        })
-        seconds = time.perf_counter() - start
-        self.series["checkpoint_seconds"].append(seconds)
-        self.checkpoint_schedule.written(seconds)
+        checkpointing.save_checkpoint(self, rounds_done)
 
     def start_afresh(self) -> int:
-        moved = self.checkpoints.replace_with_fresh()
-        if moved:
-            tqdm.write(f"[{self.name}] the checkpoints of an earlier run are moved to {moved} "
-                       f"(pass --resume to continue that run instead)")
-        return 0
+        return checkpointing.start_afresh(self)
 
     def set_aside_damaged(self, damaged: list) -> None:
-        """Move checkpoints newer than the one resumed from, which did not load, out of the way."""
-        if damaged:
-            where = self.checkpoints.set_aside_unreadable([rounds for rounds, _ in damaged])
-            for rounds, reason in damaged:
-                tqdm.write(f"checkpoint after round {rounds} cannot be read ({reason}): moved to {where}")
-        self.checkpoints.remove_leftovers()
+        checkpointing.set_aside_damaged(self, damaged)
 
     def resume(self, state: dict) -> int:
-        """Put the run back as `state` (an accepted checkpoint) left it; returns its rounds done."""
-        try:
-            self.scatter(self.client_class.restore_checkpoint_state, state["clients"], count=False)
-            self.restore_checkpoint_state(state["server"])
-        except (KeyError, TypeError, ValueError, RuntimeError) as error:
-            reason = " ".join(str(error).split())[:300] or type(error).__name__
-            raise UserError(f"the checkpoint in {self.checkpoints.folder} does not fit this run ({reason}): "
-                            f"resume with the flags, data and library version that wrote it, or drop --resume "
-                            f"to start afresh") from None
-        self.series = series_from_plain(state["series"])
-        set_global_rng_states(state["rng"])
-        rounds_done = state["rounds_done"]
-        tqdm.write(f"[{self.name}] resuming after round {rounds_done} of {self.global_rounds} from "
-                   f"{self.checkpoints.path(rounds_done)}")
-        return rounds_done
+        return checkpointing.resume(self, state)
 
     # ---- results --------------------------------------------------------------------
     @property
