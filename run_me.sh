@@ -5,6 +5,7 @@
 #
 #   bash run_me.sh cpu      # every algorithm on MNIST5k: practical, pathological, long-tailed (CPU, 2 cores)
 #   bash run_me.sh paper    # the FedKTL paper's Table 1 recipes (GPU; datasets and bash stylegan/download_weights.sh first)
+#   bash run_me.sh claims   # what the generator adds: FedKTL's ablation, cloud-edge few-shot, every baseline (CPU)
 #   bash run_me.sh speed    # seconds per round by phase
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -93,6 +94,63 @@ paper_suite() {
   python system/report.py results/paper_table1 --out results/paper_table1/report
 }
 
+claims_suite() {
+  # The FedKTL paper's claims as runs (README, Claims), on MNIST5k and on MNIST5k-hard (the
+  # same digits in random colours, rotated, scaled, shifted, over coloured gradients with
+  # pixel noise), 2 repetitions (seeds 0 and 1), two single-threaded runs at a time:
+  #   hetero:   20 clients, Dirichlet 0.1, HtFE-cpu, 10 rounds; every algorithm, plus FedKTL's
+  #             ablation: each generator (built-in, faces) pre-trained and randomly
+  #             initialised, and no transfer term (-mu 0);
+  #   few-shot: the paper's cloud-edge setting (its Table 4): one client holding 2, 5 or 20
+  #             training images per class (full test set), 10 local epochs, 20 rounds; Local
+  #             against the same FedKTL rows.
+  # `bash run_me.sh claims few-shot` or `... claims hetero` runs one part.
+  local out=results/claims part=${1:-all}
+  local ktl_rows=("builtin|--generator builtin" "builtin-random|--generator builtin --generator_weights random"
+                  "faces|--generator faces" "faces-random|--generator faces --generator_weights random"
+                  "no-transfer|-mu 0")
+  local run="python system/main.py -t 2 --seed 0 --threads 1 --save_generated_every 0"
+  for style in grey colour-hard; do
+    local name=MNIST5k; [ "$style" = grey ] || name=MNIST5k-hard
+    python dataset/generate_MNIST5k.py noniid - dir --style "$style" --out "dataset/$name-dir"
+    for shots in 2 5 20; do
+      python dataset/generate_MNIST5k.py iid - - --num_clients 1 --train_per_class "$shots" --style "$style" \
+        --out "dataset/$name-${shots}shot"
+    done
+  done
+  {
+    if [ "$part" != few-shot ]; then
+      for data in MNIST5k-dir MNIST5k-hard-dir; do
+        for algo in $ALGORITHMS; do
+          [ "$algo" = FedKTL ] && continue  # its rows follow
+          echo "$run -data $data -m $(family_of "$algo") -nc 20 -gr $(claims_rounds_of "$algo") -algo $algo --out $out/hetero/$algo"
+        done
+        for row in "${ktl_rows[@]}"; do
+          echo "$run -data $data -m HtFE-cpu -nc 20 -gr 10 -algo FedKTL ${row#*|} --out $out/hetero/FedKTL-${row%%|*}"
+        done
+        echo "$run -data $data -m ResNet8 -nc 20 -gr 10 -algo Local --out $out/hetero/Local-ResNet8"
+      done
+    fi
+    if [ "$part" != hetero ]; then
+      for data in MNIST5k MNIST5k-hard; do
+        for shots in 2 5 20; do
+          local few="-data $data-${shots}shot -nc 1 -ls 10 -gr 20"
+          echo "$run $few -algo Local --out $out/few-shot/Local"
+          for row in "${ktl_rows[@]}"; do
+            echo "$run $few -algo FedKTL ${row#*|} --out $out/few-shot/FedKTL-${row%%|*}"
+          done
+        done
+      done
+    fi
+  } | xargs -P 2 -I CMD bash -c "CMD > /dev/null"
+  for part_out in "$out"/*/; do
+    python system/report.py "$part_out"* --out "${part_out}report"
+  done
+}
+
+# DeepInversion is one-shot: its student learns from a pool that grows each round.
+claims_rounds_of() { if [ "$1" = DeepInversion ]; then echo 3; else echo 10; fi; }
+
 speed() {
   python scripts/benchmark_round.py -gr 10 --seed 0
 }
@@ -100,6 +158,7 @@ speed() {
 case "${1:-cpu}" in
   cpu) shift || true; cpu_suite "$@" ;;
   paper) paper_suite ;;
+  claims) shift || true; claims_suite "$@" ;;
   speed) speed ;;
-  *) echo "usage: bash run_me.sh [cpu|paper|speed]" >&2; exit 2 ;;
+  *) echo "usage: bash run_me.sh [cpu|paper|claims [hetero|few-shot]|speed]" >&2; exit 2 ;;
 esac

@@ -101,7 +101,8 @@ def report_finished(args, store: CheckpointStore, finished: dict, name: str, ind
         if "series" not in finished:
             raise UserError(f"{results} is missing and {store.folder} holds no copy of its series (written by an "
                             f"older version): drop --resume to run it again")
-        write_results(results, finished["series"], results_config(args, index))
+        variant = get_server_class(args.algorithm).variant(args)
+        write_results(results, finished["series"], results_config(args, index, variant))
         print(f"[{name}] {results} was missing: rebuilt from {os.path.join(store.folder, FINISHED)}")
     print(f"{name} already finished after {finished['rounds_done']} round(s): results in {results}")
 

@@ -103,7 +103,7 @@ def run_me_main_lines(suite: str, tmp_path) -> list:
     return [line.split()[1:] for line in log.read_text().splitlines() if line.startswith("system/main.py ")]
 
 
-@pytest.mark.parametrize("suite", ["paper", "cpu"])
+@pytest.mark.parametrize("suite", ["paper", "cpu", "claims"])
 def test_run_me_names_every_generator_file_it_loads(suite, tmp_path):
     from cli import apply_algorithm_defaults, parse_args
     from flcore.registry import get_server_class
@@ -125,3 +125,37 @@ def test_run_me_names_every_generator_file_it_loads(suite, tmp_path):
         xl = next(argv for argv in lines if "FedKTL-stylegan-xl" in argv)
         assert xl[xl.index("-GPath") + 1] == "stylegan/stylegan-xl-models/imagenet64.pkl"
         assert xl[xl.index("--stylegan_utils") + 1] == "stylegan/stylegan-utils"
+
+
+def test_run_me_claims_runs_every_algorithm_and_the_ablation_on_both_data_sets(tmp_path):
+    from cli import apply_algorithm_defaults, parse_args, validate
+    from flcore.registry import ALGORITHMS, SPECS
+
+    lines = run_me_main_lines("claims", tmp_path)
+    runs = set()
+    for argv in lines:
+        args = parse_args(argv)
+        apply_algorithm_defaults(args)
+        validate(args)
+        assert args.times == 2 and args.seed == 0
+        ktl = args.algorithm == "FedKTL"
+        runs.add((args.dataset, args.algorithm, getattr(args, "generator", None),
+                  getattr(args, "generator_weights", None), args.mu if ktl else None, args.out))
+        # each variant writes to its own folder: the result files of one algorithm share a name
+        assert args.out.startswith("results/claims/")
+    tested = {spec.name for spec in SPECS if spec.test_flags is not None}
+    for data in ("MNIST5k-dir", "MNIST5k-hard-dir"):
+        assert {algorithm for (d, algorithm, *_) in runs if d == data} == tested
+    outs = {}
+    for data, algorithm, generator, weights, mu, out in runs:
+        if algorithm == "FedKTL":
+            outs.setdefault(out, set()).add((generator, weights, mu == 0))
+    # one folder per ablation row, on every data set
+    assert all(len(rows) == 1 for rows in outs.values())
+    rows = {next(iter(r)) for r in outs.values()}
+    assert {(g, w) for g, w, off in rows if not off} == {("builtin", "pretrained"), ("builtin", "random"),
+                                                         ("faces", "pretrained"), ("faces", "random")}
+    assert any(off for *_, off in rows)
+    few_shot = {args for args in runs if args[0].endswith("shot")}
+    assert {d for d, *_ in few_shot} == {f"{name}-{n}shot" for name in ("MNIST5k", "MNIST5k-hard") for n in (2, 5, 20)}
+    assert "Local" in {a for _, a, *_ in few_shot} and set(ALGORITHMS) >= {a for _, a, *_ in few_shot}

@@ -24,12 +24,14 @@ def make_data_root(root, dataset, partition):
 
 
 def write_run(out, dataset, algorithm, index, accuracies, data_root, goal="test", family="HtFE-cpu",
-              floats_up=(0, 0), floats_down=(0, 0)):
+              floats_up=(0, 0), floats_down=(0, 0), variant=None):
     os.makedirs(out, exist_ok=True)
     series = {"rs_test_acc": list(accuracies), "eval_rounds": list(range(len(accuracies))),
               "floats_up": list(floats_up), "floats_down": list(floats_down)}
     config = {"dataset": dataset, "algorithm": algorithm, "goal": goal, "model_family": family,
               "data_root": data_root, "run_index": index}
+    if variant is not None:
+        config["variant"] = variant
     path = os.path.join(out, result_name(dataset, algorithm, goal, index) + ".h5")
     write_results(path, series, config)
     return path
@@ -188,3 +190,50 @@ def test_names_from_file_for_files_without_config():
     assert names_from_file("/r/Cifar100_FedProto_my_goal_3.h5") == \
         {"dataset": "Cifar100", "algorithm": "FedProto", "goal": "my_goal"}
 
+
+
+# ---- FedKTL's ablation: variants as rows, and what the generator adds ----------------------
+
+def test_variants_get_their_own_rows_with_their_labels():
+    runs = [run(algorithm="FedKTL", variant={"generator": "faces"}),
+            run(algorithm="FedKTL", variant={"generator": "faces", "weights": "random init"}),
+            run(algorithm="FedKTL", variant={"transfer": "-mu 0"}, model_family="ResNet8"),
+            run(), run()]
+    assign_settings(runs)
+    assert [r.algorithm for r in runs] == ["FedKTL (faces)", "FedKTL (faces, random init)",
+                                           "FedKTL (-mu 0, ResNet8)", "Local", "Local"]
+    assert [r.base for r in runs] == ["FedKTL", "FedKTL", "FedKTL (ResNet8)", "Local", "Local"]
+
+
+def test_ablation_table_sets_pretrained_random_and_no_transfer_side_by_side(tmp_path):
+    data_root = make_data_root(tmp_path / "data", "MNIST5k", "dir")
+    out = str(tmp_path / "results")
+    # Separate folders per variant, as `bash run_me.sh claims` writes them (same file names).
+    cases = [("faces", {"generator": "faces"}, [[0.5, 0.90], [0.5, 0.92]]),
+             ("faces_random", {"generator": "faces", "weights": "random init"}, [[0.5, 0.85], [0.5, 0.87]]),
+             ("builtin", {"generator": "builtin"}, [[0.5, 0.80]]),
+             ("mu0", {"transfer": "-mu 0"}, [[0.5, 0.88], [0.5, 0.88]])]
+    for folder, variant, repetitions in cases:
+        for index, accuracies in enumerate(repetitions):
+            write_run(os.path.join(out, folder), "MNIST5k", "FedKTL", index, accuracies, data_root,
+                      variant=variant)
+    write_run(os.path.join(out, "local"), "MNIST5k", "Local", 0, [0.5, 0.70], data_root)
+    folders = [os.path.join(out, name) for name in ("faces", "faces_random", "builtin", "mu0", "local")]
+    assert report.main([*folders, "--out", str(tmp_path / "report")]) == 0
+    rows = read_table(tmp_path / "report" / "ablation.md")
+    assert rows[0] == ["Setting", "Algorithm", "Generator", "pre-trained", "random init", "no transfer (-mu 0)",
+                       "Local", "pre-training adds", "transfer adds", "over Local"]
+    assert rows[2:] == [
+        ["MNIST5k dir", "FedKTL", "builtin", "80.00 ± 0.00", "–", "88.00 ± 0.00", "70.00 ± 0.00", "–", "-8.00",
+         "+10.00"],
+        ["MNIST5k dir", "FedKTL", "faces", "91.00 ± 1.00", "86.00 ± 1.00", "88.00 ± 0.00", "70.00 ± 0.00",
+         "+5.00", "+3.00", "+21.00"]]
+    table = read_table(tmp_path / "report" / "table.md")
+    assert [row[0] for row in table[2:]] == ["Local", "FedKTL (-mu 0)", "FedKTL (builtin)", "FedKTL (faces)",
+                                             "FedKTL (faces, random init)"]
+
+
+def test_no_ablation_table_without_ablation_runs(sweep):
+    first, second, out = sweep
+    assert report.main([first, second, "--out", str(out)]) == 0
+    assert not (out / "ablation.md").exists()

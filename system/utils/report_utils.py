@@ -8,12 +8,18 @@ Runs are grouped into settings (the table's columns) and algorithms (its rows):
   "{dataset} {partition}" with the partition ("dir", "pat" or "iid") read from the
   dataset's config.json under the run's `--data_root` (left out when that file is not
   there or the dataset's name already ends with it, as "MNIST5k-pat");
-- the row of a run is its algorithm, followed by its model family when that is not the
-  family most runs use ("FedLoGe (ResNet8)"), so a family sweep gets a row per family;
+- the row of a run is its algorithm, followed by the labels of its variant (what the
+  results file records as setting it apart from other runs of the algorithm: FedKTL's
+  generator, random generator weights, `-mu 0`) and by its model family when that is not
+  the family most runs use: "FedKTL (faces, random init)", "FedLoGe (ResNet8)";
 - runs with the same setting and algorithm are repetitions; a cell is the mean ± std
   (population std, as HtFLlib's summary) over repetitions of each run's best accuracy,
   in percent with two decimals. Any series of fractions where higher is better can be
   reported (`--metric rs_test_auc`, `rs_client_mean_acc`).
+
+When FedKTL runs with and without the transfer term or with random generator weights are
+among the runs, `ablation.md` sets them side by side: per setting and generator, what the
+pre-trained weights add over random ones and what the transfer term adds over none.
 
 Files without a `config` attribute (HtFLlib's own) are read by their names.
 """
@@ -50,6 +56,8 @@ class Run:
     floats_up: float = float("nan")  # mean per round
     floats_down: float = float("nan")
     setting: str = ""
+    variant: dict = field(default_factory=dict)  # labels, e.g. {"generator": "faces"}
+    base: str = ""  # the row without the variant's labels (algorithm and unusual family)
 
 
 # ---- reading ----------------------------------------------------------------------------
@@ -106,7 +114,8 @@ def run_from_file(path: str, metric: str) -> Run:
                partition=dataset_partition(config),
                best=float(np.nanmax(values)), rounds=rounds, values=values,
                floats_up=mean_or_nan(series.get("floats_up")),
-               floats_down=mean_or_nan(series.get("floats_down")))
+               floats_down=mean_or_nan(series.get("floats_down")),
+               variant={str(k): str(v) for k, v in (config.get("variant") or {}).items()})
 
 
 def mean_or_nan(values) -> float:
@@ -143,8 +152,13 @@ def assign_settings(runs: list[Run]) -> None:
             # A folder already named after its partition ("MNIST5k-pat") needs no suffix.
             partition = "" if run.dataset.lower().endswith(run.partition.lower()) else run.partition
             run.setting = " ".join(p for p in (run.dataset, partition) if p)
-        if run.model_family != usual_family:
-            run.algorithm = f"{run.algorithm} ({run.model_family})"
+        family = [run.model_family] if run.model_family != usual_family else []
+        run.base = with_labels(run.algorithm, family)
+        run.algorithm = with_labels(run.algorithm, [*run.variant.values(), *family])
+
+
+def with_labels(name: str, labels: list[str]) -> str:
+    return f"{name} ({', '.join(labels)})" if labels else name
 
 
 def order_algorithms(names) -> list[str]:
@@ -229,6 +243,51 @@ def communication_table(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
     return ["Algorithm"] + [f"{s} (M floats up / down per round)" for s in settings], rows
 
 
+# ---- FedKTL's ablation ------------------------------------------------------------------
+NO_TRANSFER = {"transfer": "-mu 0"}
+RANDOM_WEIGHTS = ("weights", "random init")
+
+
+def ablation_table(runs: list[Run]):
+    """Header and rows setting the ablation's runs side by side, or None when there are none.
+
+    One row per setting, algorithm and generator G of a run with pre-trained G: best accuracy
+    with pre-trained G, with randomly initialised G ("random init"), without the transfer term
+    (`-mu 0`, where the generator plays no part) and Local's, then the differences in points
+    of the means: what pre-training adds (pre-trained - random init), what the transfer adds
+    (pre-trained - no transfer) and where the method stands against Local."""
+    ablated = [run for run in runs if run.variant.get(RANDOM_WEIGHTS[0]) == RANDOM_WEIGHTS[1]
+               or run.variant == NO_TRANSFER]
+    if not ablated:
+        return None
+
+    def best(setting, base, variant):
+        values = [r.best * 100.0 for r in runs if (r.setting, r.base, r.variant) == (setting, base, variant)]
+        return mean_std(values) if values else None
+
+    def cell(stat):
+        return MISSING if stat is None else f"{stat[0]:.2f} ± {stat[1]:.2f}"
+
+    def gain(a, b):
+        return MISSING if a is None or b is None else f"{a[0] - b[0]:+.2f}"
+
+    rows = []
+    bases = {(run.setting, run.base) for run in ablated}
+    for setting, base in sorted(bases):
+        generators = sorted({r.variant["generator"] for r in runs if (r.setting, r.base) == (setting, base)
+                             and "generator" in r.variant})
+        local = best(setting, "Local", {})
+        none = best(setting, base, NO_TRANSFER)
+        for generator in generators:
+            pretrained = best(setting, base, {"generator": generator})
+            random = best(setting, base, {"generator": generator, RANDOM_WEIGHTS[0]: RANDOM_WEIGHTS[1]})
+            rows.append([setting, base, generator, cell(pretrained), cell(random), cell(none), cell(local),
+                         gain(pretrained, random), gain(pretrained, none), gain(pretrained, local)])
+    header = ["Setting", "Algorithm", "Generator", "pre-trained", "random init", "no transfer (-mu 0)", "Local",
+              "pre-training adds", "transfer adds", "over Local"]
+    return header, rows
+
+
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -292,7 +351,8 @@ def plot_curves(path: str, setting: str, runs: list[Run], metric: str) -> None:
 
 
 def write_report(runs: list[Run], out_dir: str, metric: str) -> list[str]:
-    """table.md, table.csv, comm.md and one curves_<setting>.png per setting; returns the paths."""
+    """table.md, table.csv, ablation.md (when there are ablation runs), comm.md and one
+    curves_<setting>.png per setting; returns the paths."""
     os.makedirs(out_dir, exist_ok=True)
     written = []
     header, rows = accuracy_table(runs)
@@ -303,6 +363,13 @@ def write_report(runs: list[Run], out_dir: str, metric: str) -> list[str]:
     path = os.path.join(out_dir, "table.csv")
     write_csv(path, accuracy_records(runs))
     written.append(path)
+    ablation = ablation_table(runs)
+    if ablation is not None:
+        path = os.path.join(out_dir, "ablation.md")
+        with open(path, "w") as f:
+            f.write(f"What the generator adds: best {metric} (%), mean ± std over repetitions; the last three "
+                    f"columns are differences of the means, in points\n\n" + markdown_table(*ablation))
+        written.append(path)
     header, rows = communication_table(runs)
     path = os.path.join(out_dir, "comm.md")
     with open(path, "w") as f:

@@ -37,9 +37,10 @@ def write_results(path: str, series: dict, config: dict) -> None:
     atomic_write(path, write)
 
 
-def results_config(args, run_index: int) -> dict:
-    """What a results file records as its configuration: the flags and the repetition."""
-    return dict(vars(args), run_index=run_index, run_seed=args.seed + run_index)
+def results_config(args, run_index: int, variant: dict = None) -> dict:
+    """What a results file records as its configuration: the flags, the repetition and the
+    run's variant of its algorithm (labels, read by the report)."""
+    return dict(vars(args), run_index=run_index, run_seed=args.seed + run_index, variant=dict(variant or {}))
 
 
 def write_json(path: str, content: dict) -> None:

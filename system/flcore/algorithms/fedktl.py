@@ -27,13 +27,22 @@ STYLEGAN_UTILS = Option(
          "stylegan/stylegan-utils), needed to unpickle StyleGAN pickles; no default: only a folder named here "
          "is put on sys.path")
 TRIED_FROM = "relative paths are tried from the working directory, then the repository root"
+GENERATOR = Option(
+    ("--generator",), str, "builtin", choices=("builtin", "faces"),
+    help="the pre-trained generator: builtin (bundled, 32x32, trained on two photographs) or faces (a DCGAN "
+         "trained on DigiFace-1M, 64x64; pip install --no-deps gan-face-generate)")
+GENERATOR_WEIGHTS = Option(
+    ("--generator_weights",), str, "pretrained", choices=("pretrained", "random"),
+    help="pretrained, or random: a randomly initialised network of the same architecture (the ablation's "
+         "control; BatchNorm statistics measured on 1,024 latents)")
 
 SPECS = (
     AlgorithmSpec(
         name="FedKTL", server="flcore.servers.serverktl:FedKTL", paper=PAPER,
         summary="prototypes -> generator latents -> one generated image per class, distilled into the clients",
-        options=(*COMMON, LAMDA.but(default=1.0, help=CENTROID_MSE),
-                 GENERATOR_PATH.but(help=f"a built-in generator .pt (default: the bundled one); {TRIED_FROM}")),
+        options=(*COMMON, LAMDA.but(default=1.0, help=CENTROID_MSE), GENERATOR, GENERATOR_WEIGHTS,
+                 GENERATOR_PATH.but(help=f"weights of the --generator (default: the bundled built-in one, the "
+                                         f"installed package's faces); {TRIED_FROM}")),
         test_flags=("-se", "3", "--save_generated_every", "0"), test_generator=True),
     AlgorithmSpec(
         name="FedKTL-stylegan-3", server="flcore.servers.serverktl_stylegan_3:FedKTLStyleGAN3", paper=PAPER,

@@ -104,3 +104,33 @@ class GeneratorAdapter(ABC):
         if automatic and size < start_size:
             self.auto_batch_size = size
         return torch.cat(results)
+
+
+#: latents on which a randomly initialised network's BatchNorm statistics are measured
+CALIBRATION_LATENTS = 1024
+
+
+@torch.no_grad()
+def randomly_initialised(build: Callable[[], torch.nn.Module], seed: int,
+                         sample_inputs: Callable[[int, torch.Generator], torch.Tensor]) -> torch.nn.Module:
+    """`build()` (a network of a pre-trained generator's architecture, initialised as its
+    constructor does) under `seed`, in eval mode with gradients off: the "random generator"
+    of FedKTL's ablation. Its BatchNorm running statistics, if it has any, are measured on
+    CALIBRATION_LATENTS inputs from `sample_inputs(n, torch_generator)`: with the
+    constructor's statistics (mean 0, variance 1) an untrained network's activations shrink
+    layer by layer and every image comes out the same grey, which would test nothing."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        network = build().requires_grad_(False)
+    norms = [m for m in network.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if norms:
+        for norm in norms:
+            norm.reset_running_stats()
+            norm.momentum = None  # a plain average over the calibration batches
+        network.train()
+        rng = torch.Generator().manual_seed(seed)
+        for _ in range(CALIBRATION_LATENTS // 256):
+            network(sample_inputs(256, rng))
+        for norm in norms:
+            norm.momentum = 0.1
+    return network.eval()

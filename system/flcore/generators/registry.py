@@ -6,9 +6,15 @@ heavy dependencies only when chosen.
 
 Trust: StyleGAN pickles run code when unpickled and Stable Diffusion folders hold weights,
 so they are only loaded from paths the user names (`-GPath`); no such path is a default.
-Only the bundled built-in generator, read from this package with `weights_only=True`, is.
+Only plain weights files are read by default, with `weights_only=True`: the bundled built-in
+generator, and the face DCGAN's `weights.tar` from the installed `gan-face-generate` package.
+
+`--generator_weights random` (plain FedKTL) swaps the pre-trained weights for a random network
+of the same architecture, the control of FedKTL's ablation.
 """
 import os
+
+import torch
 
 from flcore.generators.paths import require_path, resolve_path
 from utils.errors import UserError
@@ -22,6 +28,11 @@ NAMED_WEIGHTS = {
                          "python stable-diffusion/download_weights.py", "stable-diffusion/README.md"),
 }
 BUILTIN_WHAT = "a built-in generator weights file, or drop -GPath to use the bundled one"
+FACES_WHAT = "the face DCGAN's weights.tar, or drop -GPath to use the gan-face-generate package's"
+#: backends whose weights are optional in -GPath: what goes there
+OPTIONAL_WEIGHTS = {"builtin": BUILTIN_WHAT, "faces": FACES_WHAT}
+#: seed of the random networks of --generator_weights random: the same network in every run
+RANDOM_GENERATOR_SEED = 0
 
 
 def check_generator_flags(kind: str, args, example: str = None) -> None:
@@ -29,9 +40,14 @@ def check_generator_flags(kind: str, args, example: str = None) -> None:
     backend whose weights must be named (`example`: a path to suggest), or a named path that
     does not exist or is a file where a folder belongs (or the other way round)."""
     path = args.generator_path
-    if kind == "builtin":
-        if path is not None and os.path.isdir(require_path(path, "-GPath", BUILTIN_WHAT, "README.md")):
-            raise UserError(f"-GPath {path!r} is a folder: give {BUILTIN_WHAT} (see README.md)")
+    if kind in OPTIONAL_WEIGHTS:
+        what = OPTIONAL_WEIGHTS[kind]
+        if path is not None and os.path.isdir(require_path(path, "-GPath", what, "README.md")):
+            raise UserError(f"-GPath {path!r} is a folder: give {what} (see README.md)")
+        if kind == "faces" and path is None:
+            from flcore.generators.face_dcgan import packaged_weights
+
+            packaged_weights()  # raises: how to install the package
         return
     if kind not in NAMED_WEIGHTS:
         raise UserError(f"unknown generator {kind!r}: choose one of {', '.join(GENERATOR_LOADERS)}")
@@ -56,14 +72,37 @@ def check_generator_flags(kind: str, args, example: str = None) -> None:
                         f"model_index.json; see {readme})")
 
 
+def wants_random_weights(args) -> bool:
+    return getattr(args, "generator_weights", "pretrained") == "random"
+
+
 def load_builtin(args, device):
-    from flcore.generators.builtin import load_builtin_generator
+    from flcore.generators.base import randomly_initialised
+    from flcore.generators.builtin import BuiltinGenerator, load_builtin_generator
     from flcore.generators.stylegan_like import StyleGANLikeAdapter
 
     path = args.generator_path
     if path is not None:
         path = require_path(path, "-GPath", BUILTIN_WHAT, "README.md")
-    return StyleGANLikeAdapter(load_builtin_generator(path, device=device), device=device)
+    G = load_builtin_generator(path)
+    if wants_random_weights(args):
+        G = randomly_initialised(lambda: BuiltinGenerator(**G.config), RANDOM_GENERATOR_SEED,
+                                 lambda n, rng: torch.randn(n, G.z_dim, generator=rng))
+    return StyleGANLikeAdapter(G, device=device)
+
+
+def load_faces(args, device):
+    from flcore.generators.base import randomly_initialised
+    from flcore.generators.face_dcgan import DCGANGenerator, FaceDCGANAdapter, load_face_dcgan
+
+    path = args.generator_path
+    if path is not None:
+        path = require_path(path, "-GPath", FACES_WHAT, "README.md")
+    G = load_face_dcgan(path)
+    if wants_random_weights(args):
+        G = randomly_initialised(lambda: DCGANGenerator(G.z_dim, G.width, G.channels), RANDOM_GENERATOR_SEED,
+                                 lambda n, rng: torch.randn(n, G.z_dim, generator=rng))
+    return FaceDCGANAdapter(G, device=device)
 
 
 def load_stylegan(args, device):
@@ -91,6 +130,7 @@ def load_stable_diffusion_pipeline(args, device):
 
 GENERATOR_LOADERS = {
     "builtin": load_builtin,
+    "faces": load_faces,
     "stylegan": load_stylegan,
     "stable-diffusion": load_stable_diffusion,
     # the bare pipeline, for text-to-image use (GPT-FL), which reads no FedKTL prompt or guidance
@@ -99,7 +139,7 @@ GENERATOR_LOADERS = {
 
 
 #: flags that change what a loader returns; runs that agree on them share one loaded generator
-LOADER_FLAGS = ("generator_path", "stylegan_utils", "stable_diffusion_prompt", "sd_steps", "sd_guidance",
+LOADER_FLAGS = ("generator_path", "generator_weights", "stylegan_utils", "stable_diffusion_prompt", "sd_steps", "sd_guidance",
                 "sd_fp16")
 _loaded = {}
 

@@ -124,6 +124,12 @@ class Server:
             raise UserError(f"{args.algorithm} shares one head among clients, and --vit_mlp_head gives the ViTs "
                             f"of -m {args.model_family} another head shape: pass --vit_mlp_head false")
 
+    @classmethod
+    def variant(cls, args) -> dict:
+        """What sets a run apart from other runs of its algorithm (e.g. FedKTL's generator),
+        as labels the results file records and the report adds to the row's name."""
+        return {}
+
     def setup(self) -> None:
         """Server-side state and one-off messages to clients (counted as setup traffic)."""
 
@@ -332,7 +338,8 @@ class Server:
         return os.path.join(self.args.out, self.name + ".h5")
 
     def save_results(self) -> None:
-        write_results(self.results_path, self.series, results_config(self.args, self.run_index))
+        write_results(self.results_path, self.series,
+                      results_config(self.args, self.run_index, self.variant(self.args)))
 
     def save_image_grid(self, images: torch.Tensor, filename: str, nrow: int) -> None:
         """Client-space images ([-1, 1]) as one PNG grid in the run's folder; a failed write

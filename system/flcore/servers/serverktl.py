@@ -44,13 +44,29 @@ class FedKTL(Server):
     GENERATOR_EXAMPLE = None
 
     @classmethod
+    def kind_of_generator(cls, args) -> str:
+        """The backend a run uses: the class's, or plain FedKTL's --generator."""
+        return getattr(args, "generator", cls.generator_kind)
+
+    @classmethod
+    def variant(cls, args) -> dict:
+        """The ablation's labels: no transfer (then the generator plays no part), the generator
+        plain FedKTL was given, and whether its weights were random."""
+        if args.mu == 0:
+            return {"transfer": "-mu 0"}
+        labels = {"generator": args.generator} if getattr(args, "generator", None) is not None else {}
+        if getattr(args, "generator_weights", "pretrained") == "random":
+            labels["weights"] = "random init"
+        return labels
+
+    @classmethod
     def check_args(cls, args) -> None:
         super().check_args(args)
-        check_generator_flags(cls.generator_kind, args, cls.GENERATOR_EXAMPLE)
+        check_generator_flags(cls.kind_of_generator(args), args, cls.GENERATOR_EXAMPLE)
 
     def setup(self):
         args = self.args
-        self.generator = load_generator(self.generator_kind, args, self.device)
+        self.generator = load_generator(self.kind_of_generator(args), args, self.device)
         latent_dim = self.generator.latent_dim
         self.image_shape = tuple(self.data.image_shape)
         with torch.random.fork_rng(devices=[]):
@@ -64,6 +80,11 @@ class FedKTL(Server):
         self.generated = None  # {"images", "latents"} sent with the next round
 
     def train_round(self, round_idx, client_ids):
+        if self.args.mu == 0:
+            # No transfer term: nothing is generated and clients train on their data alone
+            # (ETF classifier and ArcFace), the ablation's control.
+            self.train_clients(client_ids, None)
+            return
         replies = self.train_clients(client_ids, self.generated)
         protos, labels = stack_uploads(replies)  # the clients' {"means", "classes"}
         protos, labels = protos.to(self.device), labels.to(self.device)
