@@ -33,18 +33,48 @@ def default_least_samples(num_samples: int, num_clients: int) -> int:
     return int(min(BATCH_SIZE / test_fraction, num_samples / num_clients / 2))
 
 
+def check_train_per_class(train_per_class: Optional[int]) -> None:
+    if train_per_class is not None and (isinstance(train_per_class, bool)
+                                        or int(train_per_class) != train_per_class
+                                        or train_per_class < 1):
+        raise ValueError(f"--train_per_class must be at least 1 (training samples kept per "
+                         f"class and client), got {train_per_class}")
+
+
+def keep_per_class(indices: np.ndarray, labels: np.ndarray, per_class: int,
+                   rng: np.random.Generator) -> np.ndarray:
+    """The entries of `indices` left when each class (by `labels[indices]`) keeps at most
+    `per_class` of them, chosen at random; the kept ones stay in their given order."""
+    indices = np.asarray(indices, dtype=np.int64)
+    held = labels[indices]
+    keep = np.zeros(len(indices), dtype=bool)
+    for cls in np.unique(held):
+        members = np.flatnonzero(held == cls)
+        if len(members) > per_class:
+            members = rng.choice(members, per_class, replace=False)
+        keep[members] = True
+    return indices[keep]
+
+
 def build_dataset(out_dir: str, x: np.ndarray, y: np.ndarray, label_names: Sequence[str], *,
                   num_clients: int, niid: bool, balance: bool, partition_name: Optional[str],
                   alpha: float, class_per_client: int, seed: int,
                   imbalance_factor: float = 1.0,
-                  partition_rule: str = "library") -> htfl_format.DatasetConfig:
+                  partition_rule: str = "library",
+                  train_per_class: Optional[int] = None,
+                  style: Optional[str] = None) -> htfl_format.DatasetConfig:
     """Partition the pool (x, y) over clients, split each client and write `out_dir`.
     `imbalance_factor` < 1 first thins the pool to an exponential long tail.
     `partition_rule` 'pfllib' deals as PFLlib's generator did (see partition.pfllib_*),
-    with PFLlib's floor of batch_size / (1 - train_size) = 40 samples per client."""
+    with PFLlib's floor of batch_size / (1 - train_size) = 40 samples per client.
+    `train_per_class` N (few-shot): after the 75/25 split, each client's training set
+    keeps at most N samples per class, drawn at random; the test sets stay whole and the
+    partition and split are those of the same run without it. `style` is only recorded
+    in config.json (the pool is restyled by the caller)."""
     y = np.asarray(y, dtype=np.int64)
     if len(x) != len(y):
         raise ValueError(f"pool has {len(x)} images but {len(y)} labels")
+    check_train_per_class(train_per_class)
     partition_rng, split_rng = (np.random.default_rng(s)
                                 for s in np.random.SeedSequence(seed).spawn(2))
     pool = np.arange(len(y))
@@ -61,16 +91,21 @@ def build_dataset(out_dir: str, x: np.ndarray, y: np.ndarray, label_names: Seque
         alpha=alpha, class_per_client=class_per_client, least_samples=least_samples,
         rule=partition_rule)
 
+    # its own stream (the 4th child), so the partition and split do not depend on it
+    shots_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(4)[3])
     train, test = [], []
     for indices in client_indices:
         train_idx, test_idx = partition.split_train_test(indices, split_rng)
+        if train_per_class is not None:
+            train_idx = keep_per_class(train_idx, y, train_per_class, shots_rng)
         train.append((x[pool[train_idx]], y[train_idx]))
         test.append((x[pool[test_idx]], y[test_idx]))
     return htfl_format.write_dataset(
         out_dir, train, test, num_classes=len(label_names), non_iid=niid, balance=balance,
         partition=partition_name if niid else None, alpha=alpha, batch_size=BATCH_SIZE,
         label_names=label_names, imbalance_factor=None if imbalance_factor == 1.0 else imbalance_factor,
-        partition_rule=partition_rule)
+        partition_rule=partition_rule, style=style,
+        train_per_class=None if train_per_class is None else int(train_per_class))
 
 
 def summary(out_dir: str, config: htfl_format.DatasetConfig) -> str:
@@ -93,6 +128,11 @@ def summary(out_dir: str, config: htfl_format.DatasetConfig) -> str:
         f"classes per client: min {num_classes_held.min()}, mean {num_classes_held.mean():.1f}, "
         f"max {num_classes_held.max()}",
     ]
+    if config.style is not None:
+        lines.append(f"style: {config.style}")
+    if config.train_per_class is not None:
+        lines.append(f"shots: at most {config.train_per_class} training samples per class and "
+                     f"client ({config.train_per_class}-shot); test sets whole")
     if config.num_clients <= MAX_LISTED_CLIENTS:
         for client, pairs in enumerate(config.label_counts):
             histogram = " ".join(f"{label}:{count}" for label, count in pairs)
@@ -124,6 +164,10 @@ def parse_args(argv: Sequence[str], dataset_name: str, default_out: str,
                              "class then a deterministic top-up; round-robin pat) or 'pfllib' "
                              "(as PFLlib's generator: Dirichlet redrawn until every client has "
                              "40 samples, clients capped at N/num_clients; PFLlib's pat and iid)")
+    parser.add_argument("--train_per_class", type=int, default=None, metavar="N",
+                        help="few-shot training sets: after the partition and the 75/25 split, "
+                             "each client keeps at most N training samples per class (drawn "
+                             "with --seed); test sets are kept whole (default: keep all)")
     parser.add_argument("--out", default=default_out, help="dataset folder to write")
     if add_source_arguments is not None:
         add_source_arguments(parser)
@@ -135,18 +179,23 @@ def parse_args(argv: Sequence[str], dataset_name: str, default_out: str,
 
 def run(argv: Sequence[str], dataset_name: str, default_out: str,
         load_pool: Callable[[argparse.Namespace], tuple],
-        add_source_arguments: Optional[Callable] = None) -> int:
-    """The whole command: `load_pool(args)` returns (x, y, label_names). Returns the exit
-    status; a problem the user can fix is printed as one line with status 2."""
+        add_source_arguments: Optional[Callable] = None,
+        style_of: Optional[Callable[[argparse.Namespace], Optional[str]]] = None) -> int:
+    """The whole command: `load_pool(args)` returns (x, y, label_names); `style_of(args)`,
+    if given, names the style to record in config.json (None: as the source). Returns the
+    exit status; a problem the user can fix is printed as one line with status 2."""
     args = parse_args(argv, dataset_name, default_out, add_source_arguments)
     try:
+        check_train_per_class(args.train_per_class)
         x, y, label_names = load_pool(args)
         config = build_dataset(
             args.out, x, y, label_names, num_clients=args.num_clients,
             niid=args.niid == "noniid", balance=args.balance == "balance",
             partition_name=None if args.partition == "-" else args.partition,
             alpha=args.alpha, class_per_client=args.class_per_client, seed=args.seed,
-            imbalance_factor=args.imbalance_factor, partition_rule=args.partition_rule)
+            imbalance_factor=args.imbalance_factor, partition_rule=args.partition_rule,
+            train_per_class=args.train_per_class,
+            style=None if style_of is None else style_of(args))
     except (ValueError, OSError, ImportError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2

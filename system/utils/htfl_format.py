@@ -57,6 +57,10 @@ class DatasetConfig:
     imbalance_factor: Optional[float] = None
     # how samples were dealt: 'library' or 'pfllib' (absent: not recorded)
     partition_rule: Optional[str] = None
+    # how the source images were restyled, e.g. MNIST5k's 'colour' (absent: as the source)
+    style: Optional[str] = None
+    # few-shot: each client keeps at most this many training samples per class (absent: all)
+    train_per_class: Optional[int] = None
 
     def to_json(self) -> dict:
         doc = {
@@ -77,6 +81,10 @@ class DatasetConfig:
             doc["imbalance_factor"] = self.imbalance_factor
         if self.partition_rule is not None:
             doc["partition_rule"] = self.partition_rule
+        if self.style is not None:
+            doc["style"] = self.style
+        if self.train_per_class is not None:
+            doc["train_per_class"] = self.train_per_class
         return doc
 
 
@@ -106,7 +114,9 @@ def write_dataset(folder: str, train: Sequence[tuple], test: Sequence[tuple], *,
                   alpha: Optional[float], batch_size: int,
                   label_names: Optional[Sequence[str]] = None,
                   imbalance_factor: Optional[float] = None,
-                  partition_rule: Optional[str] = None) -> DatasetConfig:
+                  partition_rule: Optional[str] = None,
+                  style: Optional[str] = None,
+                  train_per_class: Optional[int] = None) -> DatasetConfig:
     """Write a whole dataset: `train[i]` and `test[i]` are client i's (x, y) arrays.
 
     config.json is removed first and written last, so a folder with a config.json is
@@ -146,7 +156,9 @@ def write_dataset(folder: str, train: Sequence[tuple], test: Sequence[tuple], *,
         label_names=None if label_names is None else [str(name) for name in label_names],
         image_shape=image_shape,
         imbalance_factor=None if imbalance_factor is None else float(imbalance_factor),
-        partition_rule=None if partition_rule is None else str(partition_rule))
+        partition_rule=None if partition_rule is None else str(partition_rule),
+        style=None if style is None else str(style),
+        train_per_class=None if train_per_class is None else int(train_per_class))
     with open(config_path, "w") as f:
         json.dump(config.to_json(), f)
     return config
@@ -197,6 +209,12 @@ def read_config(folder: str) -> DatasetConfig:
     partition_rule = doc.get("partition_rule")
     if partition_rule is not None and not isinstance(partition_rule, str):
         raise ValueError(f"{path}: partition_rule must be a string, got {partition_rule!r}")
+    style = doc.get("style")
+    if style is not None and not isinstance(style, str):
+        raise ValueError(f"{path}: style must be a string, got {style!r}")
+    train_per_class = doc.get("train_per_class")
+    if train_per_class is not None:
+        train_per_class = _positive_int(train_per_class, "train_per_class", path)
     image_shape = doc.get("image_shape")
     if image_shape is not None:
         if (not isinstance(image_shape, list) or len(image_shape) != 3
@@ -211,7 +229,7 @@ def read_config(folder: str) -> DatasetConfig:
         balance=doc["balance"], partition=doc["partition"], alpha=doc["alpha"],
         batch_size=doc["batch_size"], label_counts=label_counts,
         label_names=label_names, image_shape=image_shape,
-        partition_rule=partition_rule)
+        partition_rule=partition_rule, style=style, train_per_class=train_per_class)
 
 
 def read_client_split(folder: str, split: str, client_id: int) -> tuple:
