@@ -56,8 +56,8 @@ class MeasuredClient(clientKTL):
         transfer = self.mu * self.mse(self.proj(self.model.base(images[index])), latents[index])
         g_tr = flat_gradient(transfer, params)
         row = MEASURED[STATE["round"]]
-        row["classification loss"].append(float(classification))
-        row["transfer term"].append(float(transfer))
+        row["classification loss"].append(float(classification.detach()))
+        row["transfer term"].append(float(transfer.detach()))
         row["|grad| classification"].append(float(g_cls.norm()))
         row["|grad| transfer"].append(float(g_tr.norm()))
         row["cosine"].append(float(torch.nn.functional.cosine_similarity(g_cls, g_tr, dim=0)))
