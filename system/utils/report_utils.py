@@ -245,7 +245,7 @@ def communication_table(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
 
 # ---- FedKTL's ablation ------------------------------------------------------------------
 NO_TRANSFER = {"transfer": "-mu 0"}
-RANDOM_WEIGHTS = ("weights", "random init")
+RANDOM_WEIGHTS = {"weights": "random init"}
 
 
 def ablation_table(runs: list[Run]):
@@ -256,31 +256,28 @@ def ablation_table(runs: list[Run]):
     (`-mu 0`, where the generator plays no part) and Local's, then the differences in points
     of the means: what pre-training adds (pre-trained - random init), what the transfer adds
     (pre-trained - no transfer) and where the method stands against Local."""
-    ablated = [run for run in runs if run.variant.get(RANDOM_WEIGHTS[0]) == RANDOM_WEIGHTS[1]
-               or run.variant == NO_TRANSFER]
+    ablated = [run for run in runs if RANDOM_WEIGHTS.items() <= run.variant.items() or run.variant == NO_TRANSFER]
     if not ablated:
         return None
 
     def best(setting, base, variant):
-        values = [r.best * 100.0 for r in runs if (r.setting, r.base, r.variant) == (setting, base, variant)]
-        return mean_std(values) if values else None
+        return [r.best for r in runs if (r.setting, r.base, r.variant) == (setting, base, variant)]
 
-    def cell(stat):
-        return MISSING if stat is None else f"{stat[0]:.2f} ± {stat[1]:.2f}"
+    def cell(values):
+        return format_cell(values) if values else MISSING
 
     def gain(a, b):
-        return MISSING if a is None or b is None else f"{a[0] - b[0]:+.2f}"
+        return f"{(np.mean(a) - np.mean(b)) * 100.0:+.2f}" if a and b else MISSING
 
     rows = []
-    bases = {(run.setting, run.base) for run in ablated}
-    for setting, base in sorted(bases):
+    for setting, base in sorted({(run.setting, run.base) for run in ablated}):
         generators = sorted({r.variant["generator"] for r in runs if (r.setting, r.base) == (setting, base)
                              and "generator" in r.variant})
         local = best(setting, "Local", {})
         none = best(setting, base, NO_TRANSFER)
         for generator in generators:
             pretrained = best(setting, base, {"generator": generator})
-            random = best(setting, base, {"generator": generator, RANDOM_WEIGHTS[0]: RANDOM_WEIGHTS[1]})
+            random = best(setting, base, {"generator": generator, **RANDOM_WEIGHTS})
             rows.append([setting, base, generator, cell(pretrained), cell(random), cell(none), cell(local),
                          gain(pretrained, random), gain(pretrained, none), gain(pretrained, local)])
     header = ["Setting", "Algorithm", "Generator", "pre-trained", "random init", "no transfer (-mu 0)", "Local",

@@ -21,6 +21,8 @@ from utils.errors import UserError
 PACKAGE = "gan-face-generate"
 INSTALL = f"pip install --no-deps {PACKAGE}"
 STATE_KEY = "netG_state_dict"
+#: the last transposed convolution's weight (4 blocks of conv, BatchNorm, ReLU come before it)
+LAST_CONV = "main.12.weight"
 
 
 class DCGANGenerator(nn.Module):
@@ -44,7 +46,7 @@ class DCGANGenerator(nn.Module):
     @classmethod
     def from_state_dict(cls, state: dict) -> "DCGANGenerator":
         """A network shaped for `state` (widths read from its first and last layers)."""
-        first, last = state["main.0.weight"], state[f"main.{len(cls().main) - 2}.weight"]
+        first, last = state["main.0.weight"], state[LAST_CONV]
         generator = cls(z_dim=first.shape[0], width=first.shape[1] // 8, channels=last.shape[1])
         generator.load_state_dict(state)
         return generator

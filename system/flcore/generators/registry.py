@@ -13,6 +13,7 @@ generator, and the face DCGAN's `weights.tar` from the installed `gan-face-gener
 of the same architecture, the control of FedKTL's ablation.
 """
 import os
+from typing import Callable
 
 import torch
 
@@ -72,36 +73,34 @@ def check_generator_flags(kind: str, args, example: str = None) -> None:
                         f"model_index.json; see {readme})")
 
 
-def wants_random_weights(args) -> bool:
-    return getattr(args, "generator_weights", "pretrained") == "random"
-
-
-def load_builtin(args, device):
+def load_bundled(args, kind: str, load: Callable, rebuild: Callable):
+    """A backend whose weights -GPath may name (else its bundled ones): `load(path or None)`,
+    or with --generator_weights random a randomly initialised `rebuild(G)` of its architecture
+    (z ~ N(0, I) feeds the BatchNorm calibration)."""
     from flcore.generators.base import randomly_initialised
-    from flcore.generators.builtin import BuiltinGenerator, load_builtin_generator
-    from flcore.generators.stylegan_like import StyleGANLikeAdapter
 
     path = args.generator_path
     if path is not None:
-        path = require_path(path, "-GPath", BUILTIN_WHAT, "README.md")
-    G = load_builtin_generator(path)
-    if wants_random_weights(args):
-        G = randomly_initialised(lambda: BuiltinGenerator(**G.config), RANDOM_GENERATOR_SEED,
+        path = require_path(path, "-GPath", OPTIONAL_WEIGHTS[kind], "README.md")
+    G = load(path)
+    if getattr(args, "generator_weights", "pretrained") == "random":
+        G = randomly_initialised(lambda: rebuild(G), RANDOM_GENERATOR_SEED,
                                  lambda n, rng: torch.randn(n, G.z_dim, generator=rng))
+    return G
+
+
+def load_builtin(args, device):
+    from flcore.generators.builtin import BuiltinGenerator, load_builtin_generator
+    from flcore.generators.stylegan_like import StyleGANLikeAdapter
+
+    G = load_bundled(args, "builtin", load_builtin_generator, lambda G: BuiltinGenerator(**G.config))
     return StyleGANLikeAdapter(G, device=device)
 
 
 def load_faces(args, device):
-    from flcore.generators.base import randomly_initialised
     from flcore.generators.face_dcgan import DCGANGenerator, FaceDCGANAdapter, load_face_dcgan
 
-    path = args.generator_path
-    if path is not None:
-        path = require_path(path, "-GPath", FACES_WHAT, "README.md")
-    G = load_face_dcgan(path)
-    if wants_random_weights(args):
-        G = randomly_initialised(lambda: DCGANGenerator(G.z_dim, G.width, G.channels), RANDOM_GENERATOR_SEED,
-                                 lambda n, rng: torch.randn(n, G.z_dim, generator=rng))
+    G = load_bundled(args, "faces", load_face_dcgan, lambda G: DCGANGenerator(G.z_dim, G.width, G.channels))
     return FaceDCGANAdapter(G, device=device)
 
 
@@ -139,8 +138,8 @@ GENERATOR_LOADERS = {
 
 
 #: flags that change what a loader returns; runs that agree on them share one loaded generator
-LOADER_FLAGS = ("generator_path", "generator_weights", "stylegan_utils", "stable_diffusion_prompt", "sd_steps", "sd_guidance",
-                "sd_fp16")
+LOADER_FLAGS = ("generator_path", "generator_weights", "stylegan_utils", "stable_diffusion_prompt", "sd_steps",
+                "sd_guidance", "sd_fp16")
 _loaded = {}
 
 
