@@ -15,8 +15,9 @@ ALGORITHMS=$(python system/main.py --list_algorithms)
 
 # FedLoGe averages one backbone: it runs on ResNet8 (the family's BatchNorm member), the rest on HtFE-cpu.
 family_of() { if [ "$1" = FedLoGe ]; then echo ResNet8; else echo HtFE-cpu; fi; }
-# DeepInversion is one-shot: one round (a second one currently lowers its student's accuracy).
-rounds_of() { if [ "$1" = DeepInversion ]; then echo 1; else echo 20; fi; }
+# DeepInversion is one-shot: its student learns from a pool that grows each round; a round
+# takes minutes (the synthesis), so 3 rounds.
+rounds_of() { if [ "$1" = DeepInversion ]; then echo 3; else echo 20; fi; }
 # Generator files are only loaded when named (a pickle runs code): the paper's StyleGAN-XL
 # pickle and NVlabs' utilities, where `bash stylegan/download_weights.sh` puts them.
 generator_of() {

@@ -13,8 +13,8 @@ from PIL import Image
 import main
 from cli import apply_algorithm_defaults, parse_args, validate
 from flcore.deep_inversion import (BatchNormStatistics, SynthesisSettings, Teacher, bn_statistics_distance,
-                                   competition_loss, draw_jitter, draw_labels, draw_teachers, jensen_shannon,
-                                   jitter, l2_prior, masked_cross_entropy, masked_logits_and_labels,
+                                   competition_loss, distillation_loss, draw_jitter, draw_labels, draw_teachers,
+                                   ensemble_probabilities, jensen_shannon, jitter, l2_prior, masked_cross_entropy, masked_logits_and_labels,
                                    synthesis_loss, synthesize_batch, teacher_loss, total_variation)
 from flcore.servers.serverdi import student_architecture
 from flcore.registry import get_server_class
@@ -284,6 +284,7 @@ def test_a_student_outside_the_family_is_a_one_line_error(data_root, tmp_path, c
     ("--di_batches", "0", "--di_batches must be at least 1"),
     ("--di_jitter", "-1", "--di_jitter must not be negative"),
     ("--di_temperature", "0", "--di_temperature must be positive"),
+    ("--student_temperature", "0", "--student_temperature must be positive"),
 ])
 def test_bad_flag_values_are_user_errors(flag, value, message):
     args = parse_args(["-algo", "DeepInversion", flag, value])
@@ -293,6 +294,17 @@ def test_bad_flag_values_are_user_errors(flag, value, message):
 
 
 # ---- runs on the tiny dataset -------------------------------------------------------------------
+def tiny_server(data_root, tmp_path, *flags):
+    args = parse_args(["-data", "Tiny", "--data_root", data_root, "-nc", "4", "-dev", "cpu", "--out",
+                       str(tmp_path), "-gr", "1", *TINY_FLAGS, *flags])
+    server_class = get_server_class(args.algorithm)
+    apply_algorithm_defaults(args)
+    validate(args)
+    data = load_federated_dataset("Tiny", 4, None, data_root)
+    args.num_classes = data.num_classes
+    return server_class(args, 0, data)
+
+
 def run_tiny(data_root, out, *flags, rounds=1):
     assert main.main(["-data", "Tiny", "--data_root", data_root, "-nc", "4", "-dev", "cpu", "--out", str(out),
                       "-gr", str(rounds), *TINY_FLAGS, *flags]) == 0
@@ -329,14 +341,7 @@ def test_same_seed_same_results_and_no_traffic_after_round_0(data_root, tmp_path
 
 
 def test_pool_grows_and_clients_keep_one_student(data_root, tmp_path):
-    args = parse_args(["-data", "Tiny", "--data_root", data_root, "-nc", "4", "-dev", "cpu", "--out",
-                       str(tmp_path), "-gr", "2", *TINY_FLAGS, "--student_model", "ResNet4"])
-    server_class = get_server_class(args.algorithm)
-    apply_algorithm_defaults(args)
-    validate(args)
-    data = load_federated_dataset("Tiny", 4, None, data_root)
-    args.num_classes = data.num_classes
-    server = server_class(args, 0, data)
+    server = tiny_server(data_root, tmp_path, "-gr", "2", "--student_model", "ResNet4")
     server.evaluate(0)
     students = [client.student for client in server.executor._clients.values()]
     server.train_round(0, [0, 1, 2, 3])
@@ -347,6 +352,11 @@ def test_pool_grows_and_clients_keep_one_student(data_root, tmp_path):
         assert server.teachers[batch].class_mask[labels].all()
     server.train_round(1, [0, 1, 2, 3])
     assert len(server.pool_y) == 32
+    # Every image keeps the teachers' soft label it got on joining the pool.
+    assert server.pool_soft.shape == (32, 10)
+    assert torch.allclose(server.pool_soft.sum(dim=1), torch.ones(32))
+    assert torch.allclose(server.pool_soft[:16], ensemble_probabilities(server.teachers, server.pool_x[:16], 3.0),
+                          atol=1e-6)
     server.evaluate(2)
     assert all(s is not None for s in students)
     assert all(client.student is s for client, s in zip(server.executor._clients.values(), students))
@@ -361,3 +371,70 @@ def test_pool_grows_and_clients_keep_one_student(data_root, tmp_path):
         # Row 2 starts with a saved image (grey 0 -> 127/128), row 0 is black filler.
         assert grid.getpixel((1 + 8, 2 * 17 + 1 + 8))[0] in (127, 128)
         assert grid.getpixel((1 + 8, 1 + 8))[0] == 0
+
+
+# ---- the student's labels ------------------------------------------------------------------------
+class FixedLogits(nn.Module):
+    """A 'teacher' that gives every image the same logits."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = torch.tensor(logits)
+
+    def forward(self, x):
+        return self.logits.expand(len(x), -1)
+
+
+def test_ensemble_weights_each_teachers_own_classes_by_its_counts():
+    # Teacher A knows classes 0, 1 (counts 3, 1); B knows 1, 2 (counts 1, 1). Equal logits on
+    # known classes give each teacher a uniform softmax over its own classes.
+    a = Teacher(FixedLogits([0.0, 0.0, 9.0]), torch.tensor([3, 1, 0]))
+    b = Teacher(FixedLogits([9.0, 0.0, 0.0]), torch.tensor([0, 1, 1]))
+    probs = ensemble_probabilities([a, b], torch.zeros(2, 1, 4, 4), temperature=1.0)
+    # Class 0: 3 * 1/2; class 1: 1 * 1/2 + 1 * 1/2; class 2: 1 * 1/2; sum 3.
+    assert torch.allclose(probs, torch.tensor([[0.5, 1 / 3, 1 / 6]] * 2))
+
+
+def test_ensemble_temperature_softens_a_teacher():
+    teacher = Teacher(FixedLogits([math.log(4.0), 0.0]), torch.tensor([5, 5]))
+    sharp = ensemble_probabilities([teacher], torch.zeros(1, 1, 2, 2), temperature=1.0)
+    soft = ensemble_probabilities([teacher], torch.zeros(1, 1, 2, 2), temperature=2.0)
+    assert torch.allclose(sharp, torch.tensor([[0.8, 0.2]]))
+    assert torch.allclose(soft, torch.tensor([[2 / 3, 1 / 3]]))  # exp(log 4 / 2) = 2
+
+
+def test_distillation_is_t_squared_kl_and_zero_at_the_target():
+    target = torch.tensor([[0.8, 0.2], [0.5, 0.5]])
+    logits = torch.tensor([[0.0, 0.0], [2.0, 0.0]], requires_grad=True)
+    loss = distillation_loss(logits, target, temperature=2.0)
+    q = torch.softmax(logits.detach() / 2, dim=1)
+    kl = (target * (target / q).log()).sum(dim=1).mean()
+    assert torch.isclose(loss, 4 * kl)
+    loss.backward()
+    # d/dlogits of T^2 KL = T (softmax(s / T) - p), averaged over the batch.
+    assert torch.allclose(logits.grad, 2 * (q - target) / 2)
+    matching = torch.log(target) * 2.0  # softmax(matching / 2) = target
+    assert distillation_loss(matching, target, 2.0).abs() < 1e-6
+
+
+@pytest.mark.parametrize("labels, learnt", [("ensemble", 1), ("target", 0)])
+def test_the_student_learns_the_teachers_belief_unless_told_to_learn_targets(data_root, tmp_path, labels, learnt):
+    # A pool whose synthesis targets (class 0) the teachers together reject: they see class 1.
+    # The default student follows the teachers; `--student_labels target` the targets.
+    server = tiny_server(data_root, tmp_path, "--student_labels", labels, "--student_epochs", "30",
+                         "-slr", "0.05")
+    generator = torch.Generator().manual_seed(0)
+    server.pool_x = torch.rand((32, *server.image_shape), generator=generator) * 2 - 1
+    server.pool_y = torch.zeros(32, dtype=torch.long)
+    server.pool_soft = torch.nn.functional.one_hot(torch.ones(32, dtype=torch.long), 10).float() * 0.9 + 0.01
+    server.train_student()
+    server.student.eval()
+    with torch.no_grad():
+        predicted = server.student(server.pool_x).argmax(dim=1)
+    assert (predicted == learnt).float().mean() > 0.9
+
+
+def test_the_student_defaults_to_the_teachers_soft_labels_at_temperature_3():
+    args = parse_args(["-algo", "DeepInversion"])
+    apply_algorithm_defaults(args)
+    assert args.student_labels == "ensemble" and args.student_temperature == 3.0

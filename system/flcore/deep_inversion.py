@@ -123,6 +123,13 @@ def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, class_mask:
     return F.cross_entropy(kept_logits, kept_labels)
 
 
+def distillation_loss(student_logits: torch.Tensor, target_probs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Hinton's knowledge distillation: KL(target || softmax(student / T)) averaged over the
+    batch and scaled by T^2, so that its gradients keep their size across temperatures."""
+    log_probs = F.log_softmax(student_logits / temperature, dim=1)
+    return F.kl_div(log_probs, target_probs, reduction="batchmean") * temperature ** 2
+
+
 # ---- randomness of a step ----------------------------------------------------------------------
 def draw_jitter(max_shift: int, rng: torch.Generator) -> tuple[int, int]:
     """Vertical and horizontal offsets, each uniform in [-max_shift, max_shift]."""
@@ -159,6 +166,22 @@ class Teacher:
     @property
     def has_batchnorm(self) -> bool:
         return bool(self.bn.layers)
+
+
+def ensemble_probabilities(teachers: list[Teacher], x: torch.Tensor, temperature: float) -> torch.Tensor:
+    """What the teachers together believe about `x`: each teacher's softmax at `temperature`
+    over its own classes (0 for the others), weighted class by class by the number of
+    samples it was trained on, then normalised per image. The teachers are not changed."""
+    total = 0
+    with torch.no_grad():
+        for teacher in teachers:
+            logits = teacher.model(x).float()
+            teacher.bn.take()  # these statistics belong to no synthesis step
+            mask = teacher.class_mask.to(logits.device)
+            probs = torch.zeros_like(logits)
+            probs[:, mask] = F.softmax(logits[:, mask] / temperature, dim=1)
+            total = total + probs * teacher.class_counts.to(logits.device, torch.float32)
+    return total / total.sum(dim=1, keepdim=True)
 
 
 def teacher_loss(teacher: Teacher, images: torch.Tensor, labels: torch.Tensor,

@@ -8,6 +8,7 @@ from flcore.htfllib_flags import SAVE_GENERATED_EVERY, SERVER_BATCH_SIZE, SERVER
 from flcore.spec import AlgorithmSpec, Option
 
 TEACHER_MODES = ("cycle", "sampling")
+STUDENT_LABELS = ("ensemble", "target")
 
 
 def at_least(low):
@@ -55,6 +56,12 @@ SPECS = (AlgorithmSpec(
                "has trained; 0 gives plain DeepInversion (1)", **NOT_NEGATIVE),
         Option(("--di_temperature",), float, 3.0, "softmax temperature of the Jensen-Shannon competition (3)",
                **POSITIVE),
+        Option(("--student_labels",), str, "ensemble", choices=STUDENT_LABELS,
+               help="what the student learns from: ensemble: the soft labels all teachers together give each "
+                    "synthetic image (knowledge distillation at --student_temperature, as DeepInversion's data-free "
+                    "transfer); target: the label the image was synthesised for, hard cross-entropy (ensemble)"),
+        Option(("--student_temperature",), float, 3.0,
+               "temperature of the teachers' soft labels and of the student's distillation loss (3)", **POSITIVE),
         Option(("--student_epochs",), int, 20,
                "epochs the student trains on the whole synthetic pool each round, SGD (momentum 0.9) at -slr with "
                "batches of -sbs (20)", **NOT_NEGATIVE),

@@ -7,9 +7,12 @@ whole with its class counts; that is the only communication. Every round then
    (flcore/deep_inversion.py), either one teacher per batch in turn (cycle) or a few
    teachers drawn per step (sampling), each teacher judging only the classes it was trained on;
    from round 1 on, Adaptive DI's competition also seeks where the trained student disagrees;
-2. appends them to the synthetic pool and trains the student (--student_model, a member of
-   the family) on the whole pool for --student_epochs epochs with hard-label cross-entropy,
-   random crops and optional flips.
+2. labels each new image with the teachers' joint belief (count-weighted softmaxes over each
+   teacher's own classes, at --student_temperature), appends both to the synthetic pool and
+   trains the student (--student_model, a member of the family) on the whole pool for
+   --student_epochs epochs by knowledge distillation from those soft labels (or, with
+   --student_labels target, hard-label cross-entropy on the synthesis targets), with random
+   crops and optional flips.
 Evaluation sends the student to every client, which scores it on its own data (not counted
 as traffic, as everywhere); -jr < 1 limits the teachers to the clients joining round 0.
 """
@@ -21,7 +24,8 @@ from tqdm.auto import tqdm
 
 from flcore.clients.clientdi import clientDI
 from flcore.generators.images import image_round_due
-from flcore.deep_inversion import PIXEL_MIN, SynthesisSettings, Teacher, draw_labels, synthesize_batch
+from flcore.deep_inversion import (PIXEL_MIN, SynthesisSettings, Teacher, distillation_loss, draw_labels,
+                                   ensemble_probabilities, synthesize_batch)
 from flcore.servers.serverbase import Server
 from trainmodel.families import resolve_family
 from trainmodel.models import build_model, find_model_name
@@ -92,6 +96,8 @@ class DeepInversion(Server):
         self.teachers: list[Teacher] = []
         self.pool_x = torch.zeros((0, *self.image_shape))
         self.pool_y = torch.zeros(0, dtype=torch.long)
+        # The teachers' soft labels of the pool's images, made once when the images join it.
+        self.pool_soft = torch.zeros((0, self.num_classes))
         self.batches_made = 0
         # Shuffling and augmenting the pool have their own stream, apart from synthesis's self.rng.
         self.student_rng = torch_generator(derive_seed(self.seed, "di-student-data"))
@@ -109,10 +115,11 @@ class DeepInversion(Server):
         if not self.teachers:  # round 0, unless every client was skipped in it
             self.collect_teachers(client_ids)
         with self.timer.phase("synthesis"):
-            images, labels = self.synthesize()
+            images, labels, soft = self.synthesize()
         self.save_generated(images, labels, round_idx)
         self.pool_x = torch.cat([self.pool_x, images])
         self.pool_y = torch.cat([self.pool_y, labels])
+        self.pool_soft = torch.cat([self.pool_soft, soft])
         with self.timer.phase("student_training"):
             self.train_student()
 
@@ -145,14 +152,15 @@ class DeepInversion(Server):
         self.teachers = [self.make_teacher(t["arch"], t["weights"], t["class_counts"]) for t in teachers]
 
     # ---- every round ------------------------------------------------------------------------
-    def synthesize(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """--di_batches new batches and their labels, on the CPU."""
+    def synthesize(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """--di_batches new batches, their target labels and the teachers' soft labels of
+        them, on the CPU."""
         args = self.args
         # Adaptive DI's competition needs a student that has learnt something: before the
         # first pool (round 0) there is no disagreement to seek, so it starts in round 1.
         student = self.student if self.settings.competition and len(self.pool_y) else None
         all_counts = torch.stack([t.class_counts for t in self.teachers]).sum(dim=0)
-        images, labels = [], []
+        images, labels, soft = [], [], []
         bar = tqdm(total=args.di_batches * args.di_iterations, desc="DeepInversion synthesis",
                    unit="step", dynamic_ncols=True, leave=False, disable=None)
         for _ in range(args.di_batches):
@@ -164,16 +172,22 @@ class DeepInversion(Server):
                 teachers = self.teachers
                 batch_labels = draw_labels(all_counts, args.di_batch_size, self.rng)
                 per_step = args.di_teachers_per_step
-            images.append(synthesize_batch(teachers, batch_labels, self.image_shape, self.settings, self.rng,
-                                           teachers_per_step=per_step, student=student, device=self.device,
-                                           on_step=lambda loss: bar.update(1)))
+            batch = synthesize_batch(teachers, batch_labels, self.image_shape, self.settings, self.rng,
+                                     teachers_per_step=per_step, student=student, device=self.device,
+                                     on_step=lambda loss: bar.update(1))
+            images.append(batch)
             labels.append(batch_labels)
+            # All teachers judge every image, whichever made it: one teacher's target can be
+            # a pattern only it believes in.
+            x = batch.to(self.device).contiguous(memory_format=torch.channels_last)
+            soft.append(ensemble_probabilities(self.teachers, x, args.student_temperature).cpu())
             self.batches_made += 1
         bar.close()
-        return torch.cat(images), torch.cat(labels)
+        return torch.cat(images), torch.cat(labels), torch.cat(soft)
 
     def train_student(self) -> None:
-        """--student_epochs epochs of hard-label cross-entropy over the whole synthetic pool."""
+        """--student_epochs epochs over the whole synthetic pool: distillation from the
+        teachers' soft labels, or cross-entropy on the target labels (--student_labels)."""
         args = self.args
         self.student.train()
         size = len(self.pool_y)
@@ -186,7 +200,11 @@ class DeepInversion(Server):
                 if args.student_flip:
                     x = random_flip(x, self.student_rng)
                 x = x.to(self.device).contiguous(memory_format=torch.channels_last)
-                loss = F.cross_entropy(self.student(x), self.pool_y[index].to(self.device))
+                logits = self.student(x)
+                if args.student_labels == "ensemble":
+                    loss = distillation_loss(logits, self.pool_soft[index].to(self.device), args.student_temperature)
+                else:
+                    loss = F.cross_entropy(logits, self.pool_y[index].to(self.device))
                 self.student_optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.student_optimizer.step()
