@@ -14,8 +14,9 @@ import main
 from cli import apply_algorithm_defaults, parse_args, validate
 from flcore.deep_inversion import (BatchNormStatistics, SynthesisSettings, Teacher, bn_statistics_distance,
                                    competition_loss, distillation_loss, draw_jitter, draw_labels, draw_teachers,
-                                   ensemble_probabilities, jensen_shannon, jitter, l2_prior, masked_cross_entropy, masked_logits_and_labels,
-                                   synthesis_loss, synthesize_batch, teacher_loss, total_variation)
+                                   ensemble_probabilities, jensen_shannon, jitter, l2_prior, masked_cross_entropy,
+                                   masked_logits_and_labels, synthesis_loss, synthesize_batch, teacher_loss,
+                                   total_variation)
 from flcore.servers.serverdi import student_architecture
 from flcore.registry import get_server_class
 from flcore.servers.serverdi import random_crop, random_flip
