@@ -3,8 +3,11 @@
 
     python system/report.py results/ [more_results/ ...] --out report/ [--metric rs_test_acc]
 
-Writes table.md and table.csv (best accuracy, mean ± std over repetitions, in percent),
-comm.md (mean million floats up / down per round) and curves_<setting>.png per setting.
+Writes table.md and table.csv (best accuracy, mean ± std over repetitions or one run's
+value, in percent, with the number of runs and the rounds they trained), comm.md (mean
+million floats up / down per round) and curves_<setting>.png per setting. Cells, rows or
+columns that set runs of different lengths side by side get a warning under the table and
+on stderr; files left out (diverged or unreadable runs) are listed under it too.
 How runs are grouped into settings is described in system/utils/report_utils.py.
 """
 import argparse
@@ -28,11 +31,16 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
+def warn(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        runs = load_runs(args.results, args.metric, warn=lambda line: print(line, file=sys.stderr))
-        written = write_report(runs, args.out, args.metric)
+        skipped = []
+        runs = load_runs(args.results, args.metric, warn=warn, skipped=skipped)
+        written = write_report(runs, args.out, args.metric, skipped=skipped, warn=warn)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -364,14 +364,19 @@ def test_pool_grows_and_clients_keep_one_student(data_root, tmp_path):
     assert all(s.arch == "ResNet4" for s in students)
     state = server.student.state_dict()
     assert all(torch.equal(state[k], v.to(state[k].device)) for k, v in students[0].state_dict().items())
-    # The saved grid: one row of 10 per class, 16x16 images with 1-pixel padding.
+    # The saved grid: one row of 10 per class, 16x16 images enlarged and labelled.
+    from utils.image_grid import grid_layout
+
     server.args.save_generated_every = 1
     server.save_generated(torch.zeros(3, 3, 16, 16), torch.tensor([2, 2, 5]), 0)
+    layout = grid_layout(10 * 10, 10, 16, 16, labelled=True)
     with Image.open(os.path.join(server.run_dir, "synthetic_round_0000.png")) as grid:
-        assert grid.size == (10 * 17 + 1, 10 * 17 + 1)
+        assert grid.size == layout.size
         # Row 2 starts with a saved image (grey 0 -> 127/128), row 0 is black filler.
-        assert grid.getpixel((1 + 8, 2 * 17 + 1 + 8))[0] in (127, 128)
-        assert grid.getpixel((1 + 8, 1 + 8))[0] == 0
+        x, y = layout.origin(2 * 10)
+        assert grid.getpixel((x + 8, y + 8))[0] in (127, 128)
+        x, y = layout.origin(0)
+        assert grid.getpixel((x + 8, y + 8))[0] == 0
 
 
 # ---- the student's labels ------------------------------------------------------------------------

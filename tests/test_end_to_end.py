@@ -45,10 +45,12 @@ def test_fedktl_writes_htfllib_keys_config_and_images(data_root, generator_path,
     assert pngs == [f"generated_round_{r:04d}.png" for r in range(ROUNDS)]
     from PIL import Image
 
-    # The grid holds what clients receive (10 classes at 16x16, one pixel of padding), not the
-    # generator's own resolution.
+    from utils.image_grid import grid_layout
+
+    # The grid holds what clients receive (10 classes at 16x16, enlarged x4, each labelled), not
+    # the generator's own resolution.
     with Image.open(tmp_path / "Tiny_FedKTL_test_0" / pngs[0]) as grid:
-        assert grid.size == (10 * 17 + 1, 17 + 1)
+        assert grid.size == grid_layout(10, 10, 16, 16, labelled=True).size
 
 
 def test_fedktl_traffic_matches_what_was_exchanged(data_root, generator_path, tmp_path):

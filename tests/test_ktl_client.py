@@ -113,3 +113,30 @@ def test_distillation_term_moves_the_backbone():
     diffs = [float((a - b).detach().abs().max()) for a, b in zip(with_gen.model.base.parameters(),
                                                          without.model.base.parameters())]
     assert max(diffs) > 1e-4
+
+
+def expected_losses(client):
+    """(cross-entropy of 64 x cosine, ArcFace loss), each a mean over the training set, computed here."""
+    from flcore.losses import arcface_logits
+
+    client.model.eval()
+    with torch.no_grad():
+        cosine = F.normalize(client.model(client.train_x), dim=1) @ client.class_vectors.T
+    y = client.train_y
+    return (float(F.cross_entropy(64.0 * cosine, y)),
+            float(F.cross_entropy(arcface_logits(cosine, y, 0.5, 64.0), y)))
+
+
+@pytest.mark.parametrize("after_training", [False, True])
+def test_reported_training_loss_is_cross_entropy_and_arcface_is_its_own_number(after_training):
+    client = make_client(make_args())
+    if after_training:
+        client.train(None)  # the prototype pass fills the cached losses
+    reply = client.evaluate(None)
+    cross_entropy, arcface = expected_losses(client)
+    n = reply["train_num"]
+    assert n == len(client.train_y)
+    assert reply["train_loss_sum"] / n == pytest.approx(cross_entropy, rel=1e-4)
+    assert reply["train_arcface_loss_sum"] / n == pytest.approx(arcface, rel=1e-4)
+    # the margin on the true class makes the ArcFace loss the larger of the two
+    assert arcface > cross_entropy

@@ -8,8 +8,9 @@ import pytest
 from PIL import Image
 
 import report
-from utils.report_utils import (Run, assign_settings, format_cell, format_millions, mean_curve,
-                                names_from_file, order_algorithms)
+from utils.report_utils import (Run, assign_settings, format_cell, format_group, format_millions, format_rounds,
+                                length_warnings, list_rounds, mean_curve, names_from_file, order_algorithms,
+                                rounds_trained)
 from utils.result_utils import result_name, write_results
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -24,10 +25,10 @@ def make_data_root(root, dataset, partition):
 
 
 def write_run(out, dataset, algorithm, index, accuracies, data_root, goal="test", family="HtFE-cpu",
-              floats_up=(0, 0), floats_down=(0, 0), variant=None):
+              floats_up=(0, 0), floats_down=(0, 0), variant=None, extra=None):
     os.makedirs(out, exist_ok=True)
     series = {"rs_test_acc": list(accuracies), "eval_rounds": list(range(len(accuracies))),
-              "floats_up": list(floats_up), "floats_down": list(floats_down)}
+              "floats_up": list(floats_up), "floats_down": list(floats_down), **(extra or {})}
     config = {"dataset": dataset, "algorithm": algorithm, "goal": goal, "model_family": family,
               "data_root": data_root, "run_index": index}
     if variant is not None:
@@ -40,7 +41,7 @@ def write_run(out, dataset, algorithm, index, accuracies, data_root, goal="test"
 @pytest.fixture
 def sweep(tmp_path):
     """MNIST5k (Dirichlet): FedGen twice (best 50%, 60%), Local once (best 70%);
-    Cifar10 (pathological), in a second folder: FedGen once (best 40%)."""
+    Cifar10 (pathological), in a second folder: FedGen once (best 40%). Every run trained 2 rounds."""
     data_root = tmp_path / "data"
     make_data_root(data_root, "MNIST5k", "dir")
     make_data_root(data_root, "Cifar10", "pat")
@@ -50,7 +51,7 @@ def sweep(tmp_path):
     write_run(first, "MNIST5k", "FedGen", 1, [0.2, 0.3, 0.6], str(data_root),
               floats_up=(2e6, 2e6), floats_down=(8e6, 8e6))
     write_run(first, "MNIST5k", "Local", 0, [0.1, 0.7, 0.65], str(data_root))
-    write_run(second, "Cifar10", "FedGen", 0, [0.2, 0.4], str(data_root), floats_up=(5e3, 5e3))
+    write_run(second, "Cifar10", "FedGen", 0, [0.2, 0.4, 0.3], str(data_root), floats_up=(5e3, 5e3))
     return first, second, tmp_path / "report"
 
 
@@ -60,24 +61,34 @@ def read_table(path):
     return [[cell.strip() for cell in line.strip("|").split("|")] for line in table]
 
 
-def test_table_cells_are_mean_and_std_of_best_accuracies(sweep):
+def test_table_cells_are_mean_and_std_of_best_accuracies_with_runs_and_rounds(sweep, capsys):
     first, second, out = sweep
     assert report.main([first, second, "--out", str(out)]) == 0
     rows = read_table(out / "table.md")
     assert rows[0] == ["Algorithm", "Cifar10 pat", "MNIST5k dir"]
-    assert rows[2] == ["Local", "–", "70.00 ± 0.00"]
-    assert rows[3] == ["FedGen", "40.00 ± 0.00", "55.00 ± 5.00"]
+    # One run: its value alone, no "± 0.00"; several: mean ± std. Each cell says how many
+    # runs it summarises and how many rounds they trained.
+    assert rows[2] == ["Local", "–", "70.00 (n=1, 2 rounds)"]
+    assert rows[3] == ["FedGen", "40.00 (n=1, 2 rounds)", "55.00 ± 5.00 (n=2, 2 rounds)"]
+    text = (out / "table.md").read_text()
+    assert "n: runs (repetitions), rounds: rounds of training per run" in text
+    # Runs of one length everywhere: no warning, in the file or on stderr.
+    assert "warning" not in text and "warning" not in capsys.readouterr().err
 
 
-def test_csv_has_one_record_per_setting_and_algorithm(sweep):
+def test_csv_has_one_record_per_setting_and_algorithm_with_runs_and_rounds_columns(sweep):
     first, second, out = sweep
     assert report.main([first, second, "--out", str(out)]) == 0
     with open(out / "table.csv") as f:
-        records = list(csv.DictReader(f))
+        reader = csv.DictReader(f)
+        records = list(reader)
+    assert reader.fieldnames == ["setting", "algorithm", "runs", "rounds", "mean", "std"]
     assert records == [
-        {"setting": "Cifar10 pat", "algorithm": "FedGen", "runs": "1", "mean": "40.00", "std": "0.00"},
-        {"setting": "MNIST5k dir", "algorithm": "Local", "runs": "1", "mean": "70.00", "std": "0.00"},
-        {"setting": "MNIST5k dir", "algorithm": "FedGen", "runs": "2", "mean": "55.00", "std": "5.00"},
+        {"setting": "Cifar10 pat", "algorithm": "FedGen", "runs": "1", "rounds": "2", "mean": "40.00",
+         "std": "0.00"},
+        {"setting": "MNIST5k dir", "algorithm": "Local", "runs": "1", "rounds": "2", "mean": "70.00", "std": "0.00"},
+        {"setting": "MNIST5k dir", "algorithm": "FedGen", "runs": "2", "rounds": "2", "mean": "55.00",
+         "std": "5.00"},
     ]
 
 
@@ -120,7 +131,8 @@ def test_unreadable_file_is_skipped_with_a_warning_naming_it(sweep, capsys):
     assert report.main([first, "--out", str(out)]) == 0
     err = capsys.readouterr().err
     assert f"warning: skipping {bad}" in err
-    assert "FedKD" not in (out / "table.md").read_text()
+    assert "FedKD" not in [row[0] for row in read_table(out / "table.md")]
+    assert f"- left out {bad}: " in (out / "table.md").read_text()
 
 
 def test_a_diverged_run_is_left_out_of_the_table_with_a_warning(sweep, capsys):
@@ -131,7 +143,10 @@ def test_a_diverged_run_is_left_out_of_the_table_with_a_warning(sweep, capsys):
     write_results(path, series, {"dataset": "MNIST5k", "algorithm": "FedKD", "data_root": data_root})
     assert report.main([first, "--out", str(out)]) == 0
     assert "training diverged after round 2" in capsys.readouterr().err
-    assert "FedKD" not in (out / "table.md").read_text()
+    text = (out / "table.md").read_text()
+    assert "FedKD" not in [row[0] for row in read_table(out / "table.md")]
+    # ... and marked under the table, so the table says what it leaves out.
+    assert f"- left out {path}: training diverged after round 2" in text
 
 
 def test_only_unreadable_files_is_an_error(tmp_path, capsys):
@@ -172,7 +187,15 @@ def test_an_algorithm_on_another_family_gets_its_own_row_not_its_own_column():
 
 def test_formatting_and_ordering():
     assert format_cell([0.5, 0.6]) == "55.00 ± 5.00"
-    assert format_cell([0.123456]) == "12.35 ± 0.00"
+    assert format_cell([0.123456]) == "12.35"  # one run: no "± 0.00"
+    assert format_cell(np.array([0.5])) == "50.00"
+    assert format_rounds([20, 20]) == "20 rounds" and format_rounds([1]) == "1 round"
+    assert format_rounds([3, 1, 3]) == "1–3 rounds"
+    assert list_rounds([3, 1, 3]) == "1 and 3 rounds" and list_rounds([2, 1, 3]) == "1, 2 and 3 rounds"
+    assert list_rounds([1]) == "1 round"
+    assert format_group([run(best=0.8123, rounds_trained=20)]) == "81.23 (n=1, 20 rounds)"
+    assert format_group([run(best=0.81, rounds_trained=20), run(best=0.82, rounds_trained=20),
+                         run(best=0.83, rounds_trained=20)]) == "82.00 ± 0.82 (n=3, 20 rounds)"
     assert format_millions(7.66e6) == "7.66" and format_millions(0) == "0.00" and format_millions(3.6e3) == "0.0036"
     assert order_algorithms(["FedKTL", "Zeta", "FedProto", "Local", "FedKTL-stylegan-3"]) == \
         ["Local", "FedProto", "Zeta", "FedKTL", "FedKTL-stylegan-3"]
@@ -224,10 +247,11 @@ def test_ablation_table_sets_pretrained_random_and_no_transfer_side_by_side(tmp_
     assert rows[0] == ["Setting", "Algorithm", "Generator", "pre-trained", "random init", "no transfer (-mu 0)",
                        "Local", "pre-training adds", "transfer adds", "over Local"]
     assert rows[2:] == [
-        ["MNIST5k dir", "FedKTL", "builtin", "80.00 ± 0.00", "–", "88.00 ± 0.00", "70.00 ± 0.00", "–", "-8.00",
-         "+10.00"],
-        ["MNIST5k dir", "FedKTL", "faces", "91.00 ± 1.00", "86.00 ± 1.00", "88.00 ± 0.00", "70.00 ± 0.00",
-         "+5.00", "+3.00", "+21.00"]]
+        ["MNIST5k dir", "FedKTL", "builtin", "80.00 (n=1, 1 round)", "–", "88.00 ± 0.00 (n=2, 1 round)",
+         "70.00 (n=1, 1 round)", "–", "-8.00", "+10.00"],
+        ["MNIST5k dir", "FedKTL", "faces", "91.00 ± 1.00 (n=2, 1 round)", "86.00 ± 1.00 (n=2, 1 round)",
+         "88.00 ± 0.00 (n=2, 1 round)", "70.00 (n=1, 1 round)", "+5.00", "+3.00", "+21.00"]]
+    assert "warning" not in (tmp_path / "report" / "ablation.md").read_text()
     table = read_table(tmp_path / "report" / "table.md")
     assert [row[0] for row in table[2:]] == ["Local", "FedKTL (-mu 0)", "FedKTL (builtin)", "FedKTL (faces)",
                                              "FedKTL (faces, random init)"]
@@ -237,3 +261,76 @@ def test_no_ablation_table_without_ablation_runs(sweep):
     first, second, out = sweep
     assert report.main([first, second, "--out", str(out)]) == 0
     assert not (out / "ablation.md").exists()
+
+
+# ---- runs of different lengths side by side -------------------------------------------------
+
+def test_rounds_trained_from_round_times_else_from_the_last_evaluation():
+    # This library's files: one round_seconds entry per round trained, even when the last
+    # round was not evaluated (the original auto-break rule stops before evaluating).
+    assert rounds_trained({"round_seconds": [1.0, 1.0, 1.0]}, np.array([0.0, 1.0, 2.0])) == 3
+    # HtFLlib's: evaluations before each round and after the last.
+    assert rounds_trained({}, np.array([0.0, 1.0, 2.0, 3.0])) == 3
+    assert rounds_trained({}, np.array([0.0, 5.0, 10.0])) == 10
+
+
+def test_a_cell_mixing_run_lengths_is_warned_about_in_table_md_and_on_stderr(tmp_path, capsys):
+    data_root = make_data_root(tmp_path / "data", "MNIST5k", "dir")
+    out = str(tmp_path / "results")
+    write_run(out, "MNIST5k", "FedKTL", 0, [0.1, 0.5], data_root)  # 1 round (auto-break)
+    write_run(out, "MNIST5k", "FedKTL", 1, [0.1, 0.5, 0.6, 0.7], data_root,
+              extra={"round_seconds": [1.0, 1.0, 1.0]})  # 3 rounds
+    write_run(out, "MNIST5k", "Local", 0, [0.1, 0.5, 0.6, 0.7], data_root)  # 3 rounds
+    assert report.main([out, "--out", str(tmp_path / "report")]) == 0
+    err = capsys.readouterr().err
+    text = (tmp_path / "report" / "table.md").read_text()
+    rows = read_table(tmp_path / "report" / "table.md")
+    assert rows[2:] == [["Local", "70.00 (n=1, 3 rounds)"], ["FedKTL", "60.00 ± 10.00 (n=2, 1–3 rounds)"]]
+    cell = "warning: FedKTL on MNIST5k dir mixes runs of 1 and 3 rounds"
+    assert f"- {cell}\n" in text and text.index(cell) > text.index("| FedKTL |")  # under the table
+    # Local's 3 rounds are among FedKTL's: the cell's own warning says it all.
+    assert [line for line in text.splitlines() if "warning" in line] == [f"- {cell}"]
+    assert [line for line in err.splitlines() if "warning" in line] == [cell]
+    with open(tmp_path / "report" / "table.csv") as f:
+        records = {r["algorithm"]: r for r in csv.DictReader(f)}
+    assert records["FedKTL"]["rounds"] == "1;3" and records["Local"]["rounds"] == "3"
+
+
+def test_a_column_of_cells_of_different_lengths_is_warned_about(tmp_path, capsys):
+    data_root = make_data_root(tmp_path / "data", "MNIST5k", "dir")
+    out = str(tmp_path / "results")
+    write_run(out, "MNIST5k", "FedKTL", 0, [0.1, 0.5], data_root)
+    write_run(out, "MNIST5k", "FedKTL", 1, [0.1, 0.6], data_root)
+    write_run(out, "MNIST5k", "Local", 0, [0.1, 0.5, 0.6, 0.7], data_root)
+    assert report.main([out, "--out", str(tmp_path / "report")]) == 0
+    line = "warning: column MNIST5k dir compares runs of different lengths: 3 rounds for Local; 1 round for FedKTL"
+    assert f"- {line}\n" in (tmp_path / "report" / "table.md").read_text()
+    assert line in capsys.readouterr().err.splitlines()
+
+
+def test_a_row_across_settings_of_different_lengths_is_warned_about():
+    runs = [run(algorithm="FedGen", rounds_trained=20), run(algorithm="FedGen", dataset="Cifar10",
+                                                           rounds_trained=5),
+            run(algorithm="Local", rounds_trained=20), run(algorithm="Local", dataset="Cifar10", rounds_trained=5)]
+    assign_settings(runs)
+    assert length_warnings(runs) == [
+        "warning: row Local mixes lengths across settings: 5 rounds on Cifar10 dir; 20 rounds on MNIST5k dir",
+        "warning: row FedGen mixes lengths across settings: 5 rounds on Cifar10 dir; 20 rounds on MNIST5k dir"]
+    same = [run(rounds_trained=20), run(rounds_trained=20), run(algorithm="FD", rounds_trained=20)]
+    assign_settings(same)
+    assert length_warnings(same) == []
+
+
+def test_an_ablation_row_of_different_lengths_is_warned_about(tmp_path, capsys):
+    data_root = make_data_root(tmp_path / "data", "MNIST5k", "dir")
+    out = str(tmp_path / "results")
+    write_run(os.path.join(out, "faces"), "MNIST5k", "FedKTL", 0, [0.5, 0.9, 0.9], data_root,
+              variant={"generator": "faces"})
+    write_run(os.path.join(out, "random"), "MNIST5k", "FedKTL", 0, [0.5, 0.8], data_root,
+              variant={"generator": "faces", "weights": "random init"})
+    assert report.main([os.path.join(out, "faces"), os.path.join(out, "random"),
+                        "--out", str(tmp_path / "report")]) == 0
+    line = ("warning: FedKTL (faces) on MNIST5k dir compares runs of different lengths: 2 rounds for pre-trained; "
+            "1 round for random init")
+    assert f"- {line}\n" in (tmp_path / "report" / "ablation.md").read_text()
+    assert line in capsys.readouterr().err.splitlines()

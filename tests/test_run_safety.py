@@ -258,14 +258,14 @@ def test_a_huge_round_count_draws_nothing_up_front(data_root, tmp_path):
 
 
 def test_a_full_disk_while_saving_an_image_grid_is_one_line(data_root, tmp_path, monkeypatch):
-    import torchvision.utils
+    import utils.image_grid
 
     server = build_server_from_flags(flags(data_root, tmp_path, "-gr", "1"))
 
     def no_space(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(torchvision.utils, "save_image", no_space)
+    monkeypatch.setattr(utils.image_grid, "write_png", no_space)
     try:
         with pytest.raises(UserError, match="No space left on device"):
             server.save_image_grid(torch.zeros(2, 3, 4, 4), "grid.png", nrow=2)

@@ -31,6 +31,12 @@ class Executor:
 
     def __init__(self):
         self.traffic = Traffic()
+        #: `progress(method, done, total)` as clients answer a call, or None (see `utils.progress`)
+        self.progress = None
+
+    def report_progress(self, method: str, done: int, total: int) -> None:
+        if self.progress is not None and total > 1:
+            self.progress(method, done, total)
 
     def broadcast(self, client_ids, method: str, payload=None, count: bool = True, guarded: bool = False) -> list:
         """Call `method(payload)` on each client with the same payload; replies in the order of `client_ids`.
@@ -115,10 +121,17 @@ class InProcessExecutor(Executor):
                 self._park(client)
 
     def _broadcast(self, client_ids, method, payload, guarded):
-        return [self._call(cid, method, payload, guarded) for cid in client_ids]
+        return self._each(method, [(cid, payload) for cid in client_ids], guarded)
 
     def _scatter(self, method, payloads):
-        return [self._call(cid, method, payload, False) for cid, payload in payloads.items()]
+        return self._each(method, list(payloads.items()), False)
+
+    def _each(self, method, calls, guarded) -> list:
+        replies = []
+        for cid, payload in calls:
+            replies.append(self._call(cid, method, payload, guarded))
+            self.report_progress(method, len(replies), len(calls))
+        return replies
 
     def memory(self) -> dict:
         return process_memory()

@@ -138,17 +138,24 @@ class RayExecutor(Executor):
         groups = self._by_actor(client_ids)
         pending = {index: self._actors[index].broadcast.remote(ids, method, shared, guarded)
                    for index, ids in groups.items()}
-        return self._in_order(client_ids, groups, pending)
+        return self._in_order(method, client_ids, groups, pending)
 
     def _scatter(self, method, payloads):
         groups = self._by_actor(payloads)
         pending = {index: self._actors[index].scatter.remote(method, {cid: payloads[cid] for cid in ids})
                    for index, ids in groups.items()}
-        return self._in_order(list(payloads), groups, pending)
+        return self._in_order(method, list(payloads), groups, pending)
 
-    @staticmethod
-    def _in_order(client_ids, groups, pending) -> list:
-        results = dict(zip(pending, ray.get(list(pending.values()))))
+    def _in_order(self, method, client_ids, groups, pending) -> list:
+        """The actors' replies in the order of `client_ids`, reporting progress as each actor's block returns."""
+        index_of = {ref: index for index, ref in pending.items()}
+        waiting, results, done = list(pending.values()), {}, 0
+        while waiting:
+            ready, waiting = ray.wait(waiting, num_returns=1)
+            index = index_of[ready[0]]
+            results[index] = ray.get(ready[0])
+            done += len(groups[index])
+            self.report_progress(method, done, len(client_ids))
         by_client = {}
         for index, ids in groups.items():
             by_client.update(zip(ids, results[index]))

@@ -39,6 +39,7 @@ class clientKTL(Client):
         self.proj_optimizer = None
         self.generated = None
         self._generated_batches = None
+        self._arcface_loss = None  # (summed ArcFace loss, samples), beside the cached training loss
 
     # ---- setup: ETF and the projection layer, once ------------------------------------
     @server_call(payload=("etf", "proj"))
@@ -57,6 +58,35 @@ class clientKTL(Client):
 
     def classification_loss(self, x, y):
         return self.ce_loss(arcface_logits(self.scores(x), y, ARCFACE_MARGIN, ARCFACE_SCALE), y)
+
+    @staticmethod
+    def loss_sums(cosine, y) -> tuple[float, float]:
+        """(cross-entropy, ArcFace loss) summed over a batch. The training loss FedKTL reports is the
+        cross-entropy of the logits it predicts with (scale x cosine, no margin), as every other
+        method reports its classifier's; the ArcFace loss it trains with (the margin on the true
+        class makes it about 7.5 where the cross-entropy is near 0) is its own series."""
+        cross_entropy = F.cross_entropy(ARCFACE_SCALE * cosine, y, reduction="sum")
+        arcface = F.cross_entropy(arcface_logits(cosine, y, ARCFACE_MARGIN, ARCFACE_SCALE), y, reduction="sum")
+        return float(cross_entropy), float(arcface)
+
+    def train_loss_stats(self) -> tuple[float, int]:
+        if self._train_loss is None:
+            self.model.eval()
+            cross_entropy = arcface = 0.0
+            with torch.no_grad():
+                for x, y in self.full_batches(self.train_x, self.train_y):
+                    batch = self.loss_sums(self.scores(x), y)
+                    cross_entropy += batch[0]
+                    arcface += batch[1]
+            self._train_loss = (cross_entropy, self.train_samples)
+            self._arcface_loss = (arcface, self.train_samples)
+        return self._train_loss
+
+    @server_call
+    def evaluate(self, payload=None) -> dict:
+        stats = super().evaluate(payload)
+        stats["train_arcface_loss_sum"] = self._arcface_loss[0]
+        return stats
 
     # ---- training -----------------------------------------------------------------------
     def train(self, payload=None):
@@ -117,7 +147,7 @@ class clientKTL(Client):
         # One running total over all batches (the original's summation order).
         totals = (torch.zeros(self.num_classes, self.num_classes, device=self.device),
                   torch.zeros(self.num_classes, dtype=torch.int64, device=self.device))
-        loss_sum = 0.0
+        loss_sum = arcface_sum = 0.0
         # The original collects prototypes through its training loader, which never yields the
         # last partial batch: with --stored_order those samples are left out of the prototypes too.
         limit = (self.train_samples // self.batch_size * self.batch_size if self.stored_order
@@ -128,8 +158,10 @@ class clientKTL(Client):
             kept = slice(0, max(0, min(len(y), limit - seen)))
             seen += len(y)
             class_sums(outputs[kept], y[kept], self.num_classes, into=totals)
-            logits = arcface_logits(outputs @ self.class_vectors.T, y, ARCFACE_MARGIN, ARCFACE_SCALE)
-            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+            cross_entropy, arcface = self.loss_sums(outputs @ self.class_vectors.T, y)
+            loss_sum += cross_entropy
+            arcface_sum += arcface
         self._train_loss = (loss_sum, self.train_samples)
+        self._arcface_loss = (arcface_sum, self.train_samples)
         means, classes, _ = present_means(*totals)
         return to_payload(F.normalize(means, dim=1)), to_payload(classes)

@@ -23,6 +23,7 @@ from utils.checkpoints import CheckpointSchedule, CheckpointStore
 from utils.errors import UserError
 from utils.executors import InProcessExecutor, build_clients
 from utils.metrics import aggregate_evaluations
+from utils.progress import RunProgress
 from utils.files import atomic_write
 from utils.recording import new_series, plain_series, record_evaluation, record_round
 from utils.reporting import evaluation_line, summary_lines
@@ -63,7 +64,7 @@ class Server:
     CHECKPOINT_STATIC = frozenset({"args", "data", "device", "executor", "timer", "schedule", "series",
                                    "checkpoints", "checkpoint_schedule", "run_index", "seed", "num_clients", "num_classes",
                                    "global_rounds", "eval_gap", "name", "run_dir", "start_state",
-                                   "data_signature_cache"})
+                                   "data_signature_cache", "progress", "tensorboard"})
     def __init__(self, args, run_index: int, data):
         self.check_args(args)
         self.args = args
@@ -89,6 +90,8 @@ class Server:
         self.rounds_without_updates = 0  # rounds in a row in which every selected client was skipped
         self.start_state = None  # set by begin(): rounds done when the loop starts
         self.data_signature_cache = None
+        self.progress = None  # the terminal's bar, while train() runs
+        self.tensorboard = None  # the --tensorboard log, while train() runs
         self.executor = self.make_executor()
         self.setup()
 
@@ -172,10 +175,22 @@ class Server:
         rounds_done = self.start_state
         self.checkpoint_schedule = CheckpointSchedule(getattr(self.args, "ckpt_every", None),
                                                       getattr(self.args, "ckpt_minutes", 5.0))
+        self.progress = RunProgress(self.name, self.global_rounds, rounds_done)
+        if self.progress.shown:
+            self.executor.progress = self.progress.clients_done
+        if self.series["rs_test_acc"]:
+            self.progress.evaluated(self.series["eval_rounds"][-1], self.series["rs_test_acc"][-1])
+        self.open_tensorboard(rounds_done)
+        try:
+            return self.run_rounds(rounds_done)
+        finally:
+            self.progress.close()
+            self.executor.progress = None
+            if self.tensorboard is not None:
+                self.tensorboard.close()
+
+    def run_rounds(self, rounds_done: int) -> dict:
         last_checkpoint = rounds_done
-        # disable=None: a bar on a terminal, none in log files of scripted sweeps.
-        bar = tqdm(total=self.global_rounds, initial=rounds_done, desc=self.name, unit="round",
-                   dynamic_ncols=True, disable=None)
         original_rule = self.args.auto_break and getattr(self.args, "original_auto_break", False)
         stopped_after_training = False
         while rounds_done < self.global_rounds:
@@ -184,9 +199,7 @@ class Server:
                 break
             self.run_round(rounds_done)
             rounds_done += 1
-            bar.update(1)
-            if self.series["rs_test_acc"]:
-                bar.set_postfix(acc=f"{self.series['rs_test_acc'][-1]:.4f}")
+            self.progress.round_done()
             if original_rule and original_break(self.series["rs_test_acc"], self.args.top_cnt):
                 tqdm.write(f"auto-break (original rule): the best accuracy is {self.args.top_cnt} evaluations old")
                 stopped_after_training = True
@@ -194,7 +207,8 @@ class Server:
             if self.checkpoint_schedule.due(rounds_done):
                 self.save_checkpoint(rounds_done)
                 last_checkpoint = rounds_done
-        bar.close()
+        self.progress.close()  # before the final evaluation and the summary, printed below it
+        self.executor.progress = None
         keep_final = getattr(self.args, "ckpt_keep_final", False)
         if keep_final and last_checkpoint != rounds_done:
             self.save_checkpoint(rounds_done)
@@ -250,6 +264,10 @@ class Server:
         extra = self.record_evaluation(replies)
         record_evaluation(self.series, rounds_done, summary, extra)
         tqdm.write(evaluation_line(self.name, rounds_done, summary, extra))
+        if self.progress is not None:
+            self.progress.evaluated(rounds_done, summary["test_acc"])
+        if self.tensorboard is not None:
+            self.tensorboard.evaluation(rounds_done, summary, extra)
         self.save_results()
         return summary
 
@@ -257,6 +275,15 @@ class Server:
         record_round(self.series, seconds, self.executor.take_traffic(), self.skipped_in_round,
                      self.executor.memory(), self.timer.reset())
         self.skipped_in_round = 0
+        if self.tensorboard is not None:
+            self.tensorboard.round(len(self.series["round_seconds"]), self.series)
+
+    def open_tensorboard(self, rounds_done: int) -> None:
+        """`--tensorboard`: a log under <out>/tensorboard/<run name>; on resume, what an interrupted
+        run logged after its checkpoint is dropped (TensorBoard's purge step)."""
+        if getattr(self.args, "tensorboard", False):
+            from utils.tensorboard_log import TensorBoardLog  # an optional dependency: only when asked for
+            self.tensorboard = TensorBoardLog(os.path.join(self.args.out, "tensorboard", self.name), rounds_done)
 
     def broadcast(self, client_ids, method, payload=None, count: bool = True, guarded: bool = False) -> list:
         """Call `method` (a server call the client class declares, e.g. `self.client_class.load_head`)
@@ -341,14 +368,19 @@ class Server:
         write_results(self.results_path, self.series,
                       results_config(self.args, self.run_index, self.variant(self.args)))
 
-    def save_image_grid(self, images: torch.Tensor, filename: str, nrow: int) -> None:
-        """Client-space images ([-1, 1]) as one PNG grid in the run's folder; a failed write
-        (a full disk) is a one-line error, like every other file the run writes."""
-        from torchvision.utils import save_image  # only runs that save images pay for it
+    def save_image_grid(self, images: torch.Tensor, filename: str, nrow: int, labels=None) -> None:
+        """Client-space images ([-1, 1]) as one PNG grid in the run's folder, `nrow` to a row,
+        small ones enlarged, with `labels[i]` (e.g. the class name, from
+        `self.data.label_names`) written under image i (see `utils.image_grid`); a failed
+        write (a full disk) is a one-line error, like every other file the run writes."""
+        from utils.image_grid import labelled_grid, write_png  # only runs that save images pay for it
 
-        atomic_write(os.path.join(self.run_dir, filename),
-                     lambda f: save_image((images.detach().cpu().float() + 1) / 2, f, format="png",
-                                          nrow=nrow, padding=1))
+        grid = labelled_grid(images, nrow, labels)
+        atomic_write(os.path.join(self.run_dir, filename), lambda f: write_png(grid, f))
+        if self.tensorboard is not None:
+            # one TensorBoard image series per kind of grid, e.g. "generated_round", stepped by round
+            tag = "images/" + os.path.splitext(filename)[0].rstrip("0123456789").rstrip("_")
+            self.tensorboard.image(tag, np.asarray(grid.convert("RGB")), self.current_round)
 
     def report_best(self) -> None:
         for line in summary_lines(self.name, self.series):

@@ -211,11 +211,13 @@ class DeepInversion(Server):
 
     def save_generated(self, images: torch.Tensor, labels: torch.Tensor, round_idx: int) -> None:
         """Up to 10 of this round's images per class as a PNG in the run folder: one row per
-        class, filled up with black where a class has fewer."""
+        class, each image labelled with its class's name, filled up with black (unlabelled)
+        where a class has fewer."""
         if not image_round_due(round_idx, self.args.save_generated_every, self.global_rounds):
             return
-        rows = []
+        rows, names = [], []
         for c in range(self.num_classes):
             row = images[labels == c][:10]
             rows += [row, torch.full((10 - len(row), *self.image_shape), PIXEL_MIN)]
-        self.save_image_grid(torch.cat(rows), f"synthetic_round_{round_idx:04d}.png", nrow=10)
+            names += [self.data.label_names[c]] * len(row) + [""] * (10 - len(row))
+        self.save_image_grid(torch.cat(rows), f"synthetic_round_{round_idx:04d}.png", nrow=10, labels=names)

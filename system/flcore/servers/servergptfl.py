@@ -155,10 +155,12 @@ class GPTFL(Server):
         return torch.cat(parts), labels
 
     def save_preview(self, images: torch.Tensor, labels: torch.Tensor) -> None:
-        """A grid of the first few synthetic images of every class, one class per row."""
+        """A grid of the first few synthetic images of every class, one class per row, each
+        labelled with its class's name."""
         shown = min(PREVIEW_PER_CLASS, int(torch.bincount(labels).min()))
         rows = [images[labels == label][:shown] for label in range(self.num_classes)]
-        self.save_image_grid(torch.cat(rows), "synthetic_preview.png", nrow=shown)
+        names = [self.data.label_names[label] for label in range(self.num_classes) for _ in range(shown)]
+        self.save_image_grid(torch.cat(rows), "synthetic_preview.png", nrow=shown, labels=names)
 
     # ---- central pre-training -----------------------------------------------------------
     def pretrain_globals(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, dict]:

@@ -79,6 +79,12 @@ class FedKTL(Server):
                        {"etf": etf, "proj": state_to_payload(proj)})
         self.generated = None  # {"images", "latents"} sent with the next round
 
+    def record_evaluation(self, replies: list[dict]) -> dict:
+        """The ArcFace loss clients train with, beside the cross-entropy every method reports."""
+        trained = sum(reply["train_num"] for reply in replies)
+        arcface = sum(reply["train_arcface_loss_sum"] for reply in replies)
+        return {"rs_train_arcface_loss": arcface / trained if trained else float("nan")}
+
     def train_round(self, round_idx, client_ids):
         if self.args.mu == 0:
             # No transfer term: nothing is generated and clients train on their data alone
@@ -143,7 +149,10 @@ class FedKTL(Server):
         return to_client_images(images, self.image_shape, antialias=getattr(self.args, "resize_antialias", True))
 
     def save_generated(self, client_images: torch.Tensor, round_idx: int) -> None:
-        """A grid of the images clients receive (client resolution, so a long run's grids stay small)."""
+        """A grid of the images clients receive (client resolution, enlarged only as far as labels
+        need, so a long run's grids stay small): image i is class i's (generated from its
+        centroid), labelled with the class's name; rows only wrap the classes, 10 to a row."""
         if image_round_due(round_idx, self.args.save_generated_every, self.global_rounds):
             self.save_image_grid(client_images, f"generated_round_{round_idx:04d}.png",
-                                 nrow=min(10, len(client_images)))
+                                 nrow=min(10, len(client_images)),
+                                 labels=list(self.data.label_names)[:len(client_images)])
