@@ -165,6 +165,11 @@ def test_ray_actors_hold_fixed_blocks_and_reply_in_client_order(local_ray, five_
         assert sizes == [server.data.clients[cid].num_test for cid in (4, 0, 3, 1)]
         states = executor.broadcast([2], "checkpoint_state", count=False)
         assert all(v.device.type == "cpu" for v in states[0]["model"].values())
+        # progress: an actor's block at a time (3 clients and 2), ending with all of them
+        seen = []
+        executor.progress = lambda method, done, total: seen.append((method, done, total))
+        executor.broadcast([0, 1, 2, 3, 4], "evaluate", count=False)
+        assert seen in ([("evaluate", 3, 5), ("evaluate", 5, 5)], [("evaluate", 2, 5), ("evaluate", 5, 5)])
     finally:
         server.close()
 
