@@ -6,14 +6,17 @@ The run's flags are declared here; every algorithm's options come from its spec 
 FedKTL-stylegan-3 defaults to lambda 0.1 while any flag the user gives still wins.
 """
 import argparse
+import difflib
+import functools
 import importlib.util
 import json
 import math
 import os
 import re
 import sys
+import textwrap
 
-from flcore.registry import MODULE_OF, SPECS, AlgorithmArgs, declarations, fill_defaults, get_spec
+from flcore.registry import ALGORITHMS, MODULE_OF, SPECS, AlgorithmArgs, declarations, fill_defaults, get_spec
 from utils.errors import UserError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -21,8 +24,46 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: defaults of the run's flags that an algorithm may set its own default for (FedLoGe's -lr)
 COMMON_DEFAULTS = {"local_learning_rate": 0.01}
 
-#: the short forms users know for run flags (algorithm options carry their own spellings)
-COMMON_SHORT_FLAGS = {"local_learning_rate": "-lr", "join_ratio": "-jr", "learning_rate_decay_gamma": "-ldg"}
+#: {dest: the option string the user typed} in the last `parse_args` (an abbreviated long flag as its full
+#: spelling), so that messages name a flag as typed: `-ncl 0` is told "-ncl must be ...", not "-nb must be ..."
+SPELLED = {}
+
+#: HtFLlib's `system/main.py` flags that this library does not have: spelling -> (long spelling, what it
+#: does in HtFLlib, what to do here). Told in one line instead of argparse's "unrecognized arguments" (and
+#: before argparse reads `-ts` as `-t s`, or `-ml` as `-m l`).
+HTFLLIB_ONLY_FLAGS = {
+    "-fs": ("--few_shot", "few-shot training: each client keeps at most N training samples per class",
+            "make a few-shot dataset instead (a dataset script's --train_per_class N) and pass it with -data; "
+            "see docs/datasets.md"),
+    "-cdr": ("--client_drop_rate", "the fraction of a round's selected clients that train but whose uploads "
+             "are dropped", "drop it (-jr sets the fraction of clients that join a round)"),
+    "-tsr": ("--train_slow_rate", "the fraction of clients simulated as slow in local training",
+             "drop it: no straggler simulation here"),
+    "-ssr": ("--send_slow_rate", "the fraction of clients simulated as slow in receiving the global model",
+             "drop it: no straggler simulation here"),
+    "-ts": ("--time_select", "selecting clients by their time cost", "drop it: no straggler simulation here"),
+    "-tth": ("--time_threthold", "the time cost above which slow clients are dropped",
+             "drop it: no straggler simulation here"),
+    "-sfn": ("--save_folder_name", "the folder where clients' and the server's models are kept between steps "
+             "(temp/)", "drop it: models stay in memory here; results and checkpoints go under --out"),
+    "-mfn": ("--models_folder_name", "a folder of pre-trained client models to start from",
+             "drop it: clients start from seeded weights here (--resume continues a run from its checkpoint)"),
+    "-vs": ("--vocab_size", "the vocabulary size of its text tasks", "drop it: this library runs image tasks"),
+    "-ml": ("--max_len", "the sequence length of its text models", "drop it: this library runs image tasks"),
+    "-sfd": ("--sub_feature_dim", "FedMRL's sub-feature dimension (its small shared model's feature width)",
+             "drop it: FedMRL is not in this library"),
+    "-mdb": ("--meta_study_batches", "FedL2G's batches per meta-study step", "drop it: FedL2G is not in this library"),
+    "-mqb": ("--meta_quiz_batches", "FedL2G's batches per meta-quiz step", "drop it: FedL2G is not in this library"),
+    "-wu": ("--warm_up_rounds", "FedL2G's warm-up rounds", "drop it: FedL2G is not in this library"),
+}
+
+#: HtFLlib's `-algo` names that this library does not have: name -> what it is
+HTFLLIB_ONLY_ALGORITHMS = {
+    "FedMRL": "Federated Model Heterogeneous Matryoshka Representation Learning (NeurIPS 2024), which adds a "
+              "small shared model beside each client's own",
+    "FedL2G-feat": "FedL2G (adaptive guidance for local training), on features",
+    "FedL2G-logit": "FedL2G (adaptive guidance for local training), on logits",
+}
 
 #: flag profiles chosen by --recipe: defaults that flags given on the command line still override
 RECIPES = {
@@ -59,8 +100,26 @@ def str2bool(text) -> bool:
 
 
 def add_bool(parser, *names, default=False, help=""):
+    """A true/false flag: bare it means true; its help says its default unless it already does."""
+    if default is not None and "default" not in help:
+        help += f" (default {str(default).lower()})"
     parser.add_argument(*names, type=str2bool, nargs="?", const=True, default=default,
                         metavar="BOOL", help=help)
+
+
+def algorithm_name(name: str) -> str:
+    """`-algo`'s type: a registered name, or a one-line error naming the closest ones."""
+    if name in ALGORITHMS:
+        return name
+    choices = ", ".join(sorted(ALGORITHMS))
+    if name in HTFLLIB_ONLY_ALGORITHMS:
+        raise argparse.ArgumentTypeError(f"{name} is HtFLlib's {HTFLLIB_ONLY_ALGORITHMS[name]}; it is not in this "
+                                         f"library: choose one of {choices}")
+    lowered = {key.lower(): key for key in ALGORITHMS}
+    close = ([lowered[name.lower()]] if name.lower() in lowered
+             else difflib.get_close_matches(name, list(ALGORITHMS), n=2, cutoff=0.6))
+    hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+    raise argparse.ArgumentTypeError(f"unknown algorithm {name!r}{hint}: choose one of {choices}")
 
 
 def fail(message: str):
@@ -69,11 +128,70 @@ def fail(message: str):
     sys.exit(2)
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """`-gr, --global_rounds N`: every spelling, then the value's name once (argparse repeats it after each);
+    N for a whole number and X for a real one."""
+
+    def _format_action_invocation(self, action):
+        if not action.option_strings or action.nargs == 0:
+            return super()._format_action_invocation(action)
+        return ", ".join(action.option_strings) + " " + self._format_args(
+            action, self._get_default_metavar_for_optional(action))
+
+    def _get_default_metavar_for_optional(self, action):
+        return {int: "N", float: "X"}.get(action.type, action.dest.upper())
+
+    def _split_lines(self, text, width):
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)  # FedKTL-stylegan-3 stays whole
+
+    def _fill_text(self, text, width, indent):
+        return textwrap.fill(" ".join(text.split()), width, initial_indent=indent, subsequent_indent=indent,
+                             break_on_hyphens=False)
+
+
+class SpelledStore(argparse.Action):
+    """argparse's plain store, noting the option string the value came with (`parser.spelled`)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        if option_string is not None and hasattr(parser, "spelled"):
+            parser.spelled[self.dest] = option_string
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse, except that a mistake is one line (argparse prints its whole usage first)."""
+    """argparse, except that a mistake is one line (argparse prints its whole usage first), an HtFLlib
+    flag this library lacks is named as such, and the spelling of each flag given is kept in `spelled`."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name in (None, "store"):  # the default action and its name; argument groups share this registry
+            self.register("action", name, SpelledStore)
+        self.spelled = {}
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
+        refuse_htfllib_only_flags(args)
+        self.spelled = {}
+        return super().parse_known_args(args, namespace)
 
     def error(self, message):
         fail(f"{' '.join(message.split())}; {self.prog} -h lists the flags")
+
+
+def refuse_htfllib_only_flags(argv) -> None:
+    """One line for HtFLlib's flags this library does not have (`-fs 5`, `--few_shot=5`, ...)."""
+    long_names = {long: short for short, (long, _, _) in HTFLLIB_ONLY_FLAGS.items()}
+    found = []
+    for token in argv:
+        if token == "--":
+            break
+        name = token.split("=", 1)[0] if token.startswith("-") else None
+        short = name if name in HTFLLIB_ONLY_FLAGS else long_names.get(name)
+        if short is not None and short not in found:
+            found.append(short)
+    if found:
+        fail("; ".join(f"{short} is HtFLlib's {HTFLLIB_ONLY_FLAGS[short][0]} ({HTFLLIB_ONLY_FLAGS[short][1]}) and "
+                       f"is not supported here: {HTFLLIB_ONLY_FLAGS[short][2]}" for short in found))
 
 
 class ListAlgorithms(argparse.Action):
@@ -88,54 +206,81 @@ class ListAlgorithms(argparse.Action):
         parser.exit()
 
 
+#: the most-used flags; `-h` lists them all, by group
+USAGE = ("%(prog)s [-h] [-algo NAME] [-data NAME] [-m FAMILY]\n"
+         + " " * len("usage: python system/main.py ") + "[-nc N] [-gr N] [--out DIR] [more flags]")
+
+DESCRIPTION = ("Heterogeneous federated learning with a server-side pre-trained generator. README.md explains "
+               "the flags (section Command line; every flag in docs/command_line.md), the algorithms (Algorithms), "
+               "what a run writes, where, and --resume (Results and checkpoints); datasets are in docs/datasets.md.")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = Parser(
-        prog="python system/main.py",
-        description="Heterogeneous federated learning with a server-side pre-trained generator.")
+    p = Parser(prog="python system/main.py", usage=USAGE, description=DESCRIPTION, formatter_class=HelpFormatter,
+               epilog="HtFLlib's flags " + ", ".join(HTFLLIB_ONLY_FLAGS) + " are not supported here (each is "
+                      "refused with what it did there and what to do); nor are its algorithms "
+                      + ", ".join(HTFLLIB_ONLY_ALGORITHMS) + ".")
     g = p.add_argument_group("run")
-    g.add_argument("-algo", "--algorithm", default="FedKTL",
-                   help="algorithm name (default FedKTL): " + ", ".join(name for spec in SPECS for name in spec.names))
+    names = ", ".join(name for spec in SPECS for name in spec.names)
+    g.add_argument("-algo", "--algorithm", default="FedKTL", type=algorithm_name, choices=sorted(ALGORITHMS),
+                   metavar="NAME", help=f"algorithm (default FedKTL), one of: {names} (README, Algorithms)")
     g.add_argument("--list_algorithms", action=ListAlgorithms,
                    help="print the algorithms that run without downloaded weights, one line, and exit")
-    g.add_argument("-data", "--dataset", default="MNIST5k", help="folder under dataset/ (default MNIST5k)")
+    g.add_argument("-data", "--dataset", default="MNIST5k",
+                   help="dataset: a folder under --data_root (default MNIST5k, generated when absent)")
     g.add_argument("-nb", "-ncl", "--num_classes", type=int, default=None,
-                   help="number of classes; read from the dataset's config.json when omitted")
+                   help="number of classes, checked against the dataset (default: read from its config.json)")
     g.add_argument("-m", "--model_family", default="HtFE-cpu",
-                   help="model family (HtFE2/3/4/8/9, HtM10, HtFE-cpu) or one model name")
-    g.add_argument("-fd", "--feature_dim", type=int, default=512, help="feature width of every backbone")
-    g.add_argument("-nc", "--num_clients", type=int, default=20)
-    g.add_argument("-jr", "--join_ratio", type=float, default=1.0, help="fraction of clients per round")
-    add_bool(g, "-rjr", "--random_join_ratio", help="draw the number of joining clients each round")
+                   help="model family: HtFE2/3/4/8/9, HtM10, HtFE-cpu (HtFLlib's HtFE-img-N, HtM-img-10 too), or one "
+                        "model name such as ResNet8 for every client (default HtFE-cpu)")
+    g.add_argument("-fd", "--feature_dim", type=int, default=512,
+                   help="feature width of every backbone (default 512)")
+    g.add_argument("-nc", "--num_clients", type=int, default=20,
+                   help="number of clients, at most the dataset's (default 20)")
+    g.add_argument("-jr", "--join_ratio", type=float, default=1.0,
+                   help="fraction of clients that join each round (default 1)")
+    add_bool(g, "-rjr", "--random_join_ratio",
+             help="draw the number of joining clients each round, from -jr's share up to all")
     g.add_argument("-gr", "--global_rounds", type=int, default=None,
                    help=f"global rounds (default {DEFAULT_ROUNDS}; {DEFAULT_ROUNDS_AUTO_BREAK} with -ab, as in "
                         "HtFLlib, where auto-break ends the run)")
-    g.add_argument("-ls", "--local_epochs", type=int, default=1)
-    g.add_argument("-lbs", "--batch_size", type=int, default=10)
+    g.add_argument("-ls", "--local_epochs", type=int, default=1,
+                   help="epochs each joining client trains on its data per round (default 1)")
+    g.add_argument("-lbs", "--batch_size", type=int, default=10, help="clients' training batch size (default 10)")
     g.add_argument("-lr", "--local_learning_rate", type=float, default=None,
-                   help=f"client learning rate ({COMMON_DEFAULTS['local_learning_rate']}"
+                   help=f"client learning rate (default {COMMON_DEFAULTS['local_learning_rate']}"
                         + "".join(f"; {spec.name} {spec.defaults['local_learning_rate']}" for spec in SPECS
                                   if "local_learning_rate" in spec.defaults) + ")")
-    add_bool(g, "-ld", "--learning_rate_decay", help="decay the local learning rate each round")
-    g.add_argument("-ldg", "--learning_rate_decay_gamma", type=float, default=0.99)
-    g.add_argument("-eg", "--eval_gap", type=int, default=1, help="evaluate every this many rounds")
+    add_bool(g, "-ld", "--learning_rate_decay", help="decay the local learning rate by -ldg each round")
+    g.add_argument("-ldg", "--learning_rate_decay_gamma", type=float, default=0.99,
+                   help="factor -ld multiplies the local learning rate by each round (default 0.99)")
+    g.add_argument("-eg", "--eval_gap", type=int, default=1, help="evaluate every this many rounds (default 1)")
     add_bool(g, "-ab", "--auto_break", help="stop when the best accuracy is -tc evaluations old")
-    g.add_argument("-tc", "--top_cnt", type=int, default=100)
-    g.add_argument("-t", "--times", type=int, default=1, help="repetitions (seeds --seed, --seed+1, ...)")
-    g.add_argument("-pv", "--prev", type=int, default=0, help="first repetition index")
-    g.add_argument("-go", "--goal", default="test", help="tag in result file names")
+    g.add_argument("-tc", "--top_cnt", type=int, default=100,
+                   help="-ab stops once this many evaluations have passed without a new best accuracy (default 100)")
+    g.add_argument("-t", "--times", type=int, default=1,
+                   help="repetitions, seeded --seed, --seed+1, ... (default 1)")
+    g.add_argument("-pv", "--prev", type=int, default=0,
+                   help="first repetition to run, to continue a series (default 0)")
+    g.add_argument("-go", "--goal", default="test", help="tag in result file names (default test)")
     g.add_argument("-dev", "--device", default="cuda", choices=["cpu", "cuda"],
-                   help="cuda falls back to cpu when no GPU is present")
-    g.add_argument("-did", "--device_id", default="0", help="CUDA device index")
-    g.add_argument("--seed", type=int, default=0, help="drives Python, NumPy and torch")
-    g.add_argument("--out", default="results", help="results folder (default results/)")
+                   help="cpu or cuda; cuda falls back to cpu when no GPU is present (default cuda)")
+    g.add_argument("-did", "--device_id", default="0", help="CUDA device index (default 0)")
+    g.add_argument("--seed", type=int, default=0, help="seed of Python, NumPy and torch (default 0)")
+    g.add_argument("--out", default=os.path.join(REPO_ROOT, "results"),
+                   help="results folder (default: the repository's results/, whatever the working directory)")
     g.add_argument("--data_root", default=os.path.join(REPO_ROOT, "dataset"),
                    help="folder holding the datasets (default: the repository's dataset/)")
     g.add_argument("--eval_batch_size", type=int, default=1024,
-                   help="batch size of passes without gradients (evaluation, prototypes)")
+                   help="batch size of passes without gradients: evaluation, prototypes (default 1024)")
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     g.add_argument("--config", default=None,
                    help="a saved *.config.json; its hyperparameters become defaults, flags still override "
-                        "(paths such as --out, -GPath, --data_root are taken from the command line only)")
+                        "(paths such as --out, -GPath, --data_root are taken from the command line only; "
+                        "default: none)")
+    add_bool(g, "--tensorboard",
+             help="also write a TensorBoard log (accuracy, loss, traffic, generated images) under "
+                  "<out>/tensorboard/<run name>; needs `pip install tensorboard`")
     x = p.add_argument_group("execution")
     x.add_argument("--executor", default="inprocess", choices=["inprocess", "ray"],
                    help="where clients run: in this process one after another, or in Ray actors (default inprocess)")
@@ -164,11 +309,11 @@ def build_parser() -> argparse.ArgumentParser:
                                           "one after the last round (default: a finished run removes them)")
 
     others = ", ".join(declarations()[dest][0][1].flag for dest in RECIPES["paper"] if dest in declarations())
-    o = p.add_argument_group(f"the original code's computation (see README, Fidelity; --recipe paper sets these "
-                             f"and {others})")
+    o = p.add_argument_group("the original code's computation (README, Fidelity)")
     o.add_argument("--recipe", default="library", choices=sorted(RECIPES),
                    help="library: this library's defaults; paper: compute as the original FedKTL/HtFLlib code "
-                        "did, so `run_me.sh paper` reproduces the paper's setting (flags you give still win)")
+                        f"did, setting this group's flags and {others}, so `run_me.sh paper` reproduces the "
+                        "paper's setting (flags you give still win; default library)")
     add_bool(o, "--stored_order", help="every epoch visits a client's training set in its stored order, dropping "
                                        "the same last partial batch (the original's loader) instead of reshuffling")
     add_bool(o, "--original_auto_break",
@@ -241,6 +386,8 @@ def option_help(pairs) -> str:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
+    SPELLED.clear()
+    SPELLED.update(parser.spelled)
     taken, ignored = {}, []
     if args.config:
         taken, ignored = read_config(parser, args.config)
@@ -311,7 +458,7 @@ def note_ignored(args, ignored) -> None:
     """One line naming the config entries that were not used (a saved config holds every flag, so
     only those whose value differs from the one in effect are worth naming)."""
     command_line = sorted(key for key, value in ignored
-                          if key in COMMAND_LINE_ONLY and key != "config" and value != getattr(args, key))
+                          if key in COMMAND_LINE_ONLY and key != "config" and not same_value(key, value, args))
     unknown = sorted(key for key, _ in ignored if key not in COMMAND_LINE_ONLY and not hasattr(args, key))
     parts = []
     if command_line:
@@ -321,6 +468,15 @@ def note_ignored(args, ignored) -> None:
         parts.append(f"ignored {', '.join(unknown)}: not flags of this version")
     if parts:
         print(f"note: --config {args.config}: {'; '.join(parts)}", file=sys.stderr)
+
+
+def same_value(key: str, value, args) -> bool:
+    """Whether a config's `value` for `key` is the one in effect: folders compare as absolute paths (a
+    config of a run from the repository root holds `"out": "results"`, the default now spelled in full)."""
+    current = getattr(args, key)
+    if key in ("out", "data_root") and isinstance(value, str) and isinstance(current, str):
+        return os.path.abspath(value) == os.path.abspath(current)
+    return value == current
 
 
 def apply_algorithm_defaults(args) -> None:
@@ -333,12 +489,30 @@ def apply_algorithm_defaults(args) -> None:
         args.__class__ = AlgorithmArgs  # from here on, the algorithm sees only its own options
 
 
+@functools.lru_cache(maxsize=None)
+def option_strings() -> dict:
+    """{dest: its option strings}, the first being the spelling messages use (HtFLlib's short one)."""
+    return {action.dest: tuple(action.option_strings) for action in build_parser()._actions
+            if action.option_strings}
+
+
 def flag_name(dest: str) -> str:
-    """The flag a user typed for `dest`: its HtFLlib short form when it has one."""
-    if dest in COMMON_SHORT_FLAGS:
-        return COMMON_SHORT_FLAGS[dest]
-    pairs = declarations().get(dest)
-    return pairs[0][1].flag if pairs else "--" + dest
+    """The flag for `dest` as the user typed it in the last `parse_args` (`-ncl`, `--num_classes`), else its
+    first spelling (`-nb`)."""
+    if dest in SPELLED:
+        return SPELLED[dest]
+    spellings = option_strings().get(dest)
+    return spellings[0] if spellings else "--" + dest
+
+
+def respell(message: str) -> str:
+    """`message` with each flag the user typed another spelling of named as typed: a message written with
+    `-nb` says `-ncl` when the command line said `-ncl`."""
+    for dest, typed in SPELLED.items():
+        first = option_strings().get(dest, (typed,))[0]
+        if typed != first:
+            message = re.sub(r"(?<![\w-])" + re.escape(first) + r"(?![\w-])", lambda _: typed, message)
+    return message
 
 
 def check_plain_name(flag: str, name) -> None:
@@ -370,39 +544,45 @@ def validate(args) -> None:
     for dest, value in sorted(vars(args).items()):
         if isinstance(value, float) and not math.isfinite(value):
             raise UserError(f"{flag_name(dest)} must be a finite number, got {value}")
+    flag = flag_name  # as the user typed it
     checks = [
-        (args.global_rounds >= 1, "-gr must be at least 1"),
-        (args.num_clients >= 1, "-nc must be at least 1"),
-        (0 < args.join_ratio <= 1, "-jr must be in (0, 1]"),
-        (args.batch_size >= 1, "-lbs must be at least 1"),
-        (args.local_epochs >= 1, "-ls must be at least 1"),
-        (args.local_learning_rate >= 0, "-lr must not be negative"),
-        (args.eval_gap >= 1, "-eg must be at least 1"),
-        (args.times >= 1 and 0 <= args.prev < args.times, "-t must be at least 1 and -pv below -t"),
-        (args.feature_dim >= 1, "-fd must be at least 1"),
-        (args.eval_batch_size >= 1, "--eval_batch_size must be at least 1"),
-        (args.learning_rate_decay_gamma > 0, "-ldg must be positive"),
-        (args.top_cnt >= 0, "-tc must not be negative"),
-        (args.num_classes is None or args.num_classes >= 1, "-nb must be at least 1 (or left out)"),
-        (args.seed >= 0, "--seed must not be negative"),
-        (args.threads is None or args.threads >= 1, "--threads must be at least 1"),
-        (str(args.device_id).isdigit(), f"-did must be a CUDA device index such as 0, got {args.device_id!r}"),
-        (args.ckpt_every is None or args.ckpt_every >= 0, "--ckpt_every must be 0 (no checkpoints) or more"),
-        (args.ckpt_minutes > 0, "--ckpt_minutes must be positive"),
-        (args.ckpt_keep >= 1, "--ckpt_keep must be at least 1"),
-        (args.ray_actors >= 0, "--ray_actors must be 0 (one per CPU share) or more"),
-        (args.ray_cpus_per_actor > 0, "--ray_cpus_per_actor must be positive"),
-        (args.ray_gpus_per_actor is None or args.ray_gpus_per_actor >= 0, "--ray_gpus_per_actor must not be negative"),
+        (args.global_rounds >= 1, f"{flag('global_rounds')} must be at least 1"),
+        (args.num_clients >= 1, f"{flag('num_clients')} must be at least 1"),
+        (0 < args.join_ratio <= 1, f"{flag('join_ratio')} must be in (0, 1]"),
+        (args.batch_size >= 1, f"{flag('batch_size')} must be at least 1"),
+        (args.local_epochs >= 1, f"{flag('local_epochs')} must be at least 1"),
+        (args.local_learning_rate >= 0, f"{flag('local_learning_rate')} must not be negative"),
+        (args.eval_gap >= 1, f"{flag('eval_gap')} must be at least 1"),
+        (args.times >= 1 and 0 <= args.prev < args.times,
+         f"{flag('times')} must be at least 1 and {flag('prev')} below {flag('times')}"),
+        (args.feature_dim >= 1, f"{flag('feature_dim')} must be at least 1"),
+        (args.eval_batch_size >= 1, f"{flag('eval_batch_size')} must be at least 1"),
+        (args.learning_rate_decay_gamma > 0, f"{flag('learning_rate_decay_gamma')} must be positive"),
+        (args.top_cnt >= 0, f"{flag('top_cnt')} must not be negative"),
+        (args.num_classes is None or args.num_classes >= 1, f"{flag('num_classes')} must be at least 1 (or left out)"),
+        (args.seed >= 0, f"{flag('seed')} must not be negative"),
+        (args.threads is None or args.threads >= 1, f"{flag('threads')} must be at least 1"),
+        (str(args.device_id).isdigit(),
+         f"{flag('device_id')} must be a CUDA device index such as 0, got {args.device_id!r}"),
+        (args.ckpt_every is None or args.ckpt_every >= 0, f"{flag('ckpt_every')} must be 0 (no checkpoints) or more"),
+        (args.ckpt_minutes > 0, f"{flag('ckpt_minutes')} must be positive"),
+        (args.ckpt_keep >= 1, f"{flag('ckpt_keep')} must be at least 1"),
+        (args.ray_actors >= 0, f"{flag('ray_actors')} must be 0 (one per CPU share) or more"),
+        (args.ray_cpus_per_actor > 0, f"{flag('ray_cpus_per_actor')} must be positive"),
+        (args.ray_gpus_per_actor is None or args.ray_gpus_per_actor >= 0,
+         f"{flag('ray_gpus_per_actor')} must not be negative"),
         (args.executor == "ray" or (args.ray_address is None and not args.ray_actors),
-         "--ray_address and --ray_actors need --executor ray"),
+         f"{flag('ray_address')} and {flag('ray_actors')} need --executor ray"),
         (args.executor != "ray" or importlib.util.find_spec("ray") is not None,
          "--executor ray needs Ray: pip install 'ray>=2.40' (or drop --executor ray)"),
+        (not getattr(args, "tensorboard", False) or importlib.util.find_spec("tensorboard") is not None,
+         "--tensorboard needs TensorBoard: pip install 'tensorboard>=2.14,<3' (or drop --tensorboard)"),
     ]
     for ok, message in checks:
         if not ok:
             raise UserError(message)
-    check_plain_name("-data", args.dataset)
-    check_plain_name("-go", args.goal)
+    check_plain_name(flag_name("dataset"), args.dataset)
+    check_plain_name(flag_name("goal"), args.goal)
     check_out_folder(args.out)
     resolve_family(args.model_family)  # an unknown -m is told before the dataset is loaded
     get_spec(args.algorithm).check_options(args)

@@ -3,6 +3,8 @@
 
     python system/main.py                       # FedKTL, built-in generator, MNIST5k, 20 clients
     python system/main.py -algo Local -gr 10    # the local-training reference
+
+Results go to the repository's results/ (or --out), from whatever folder it is started.
 """
 import os
 import sys
@@ -16,7 +18,7 @@ for path in (SYSTEM_DIR, REPO_ROOT):
 
 import torch  # noqa: E402
 
-from cli import apply_algorithm_defaults, parse_args, validate  # noqa: E402
+from cli import apply_algorithm_defaults, parse_args, respell, validate  # noqa: E402
 from dataset.loader import load_federated_dataset  # noqa: E402
 from flcore.registry import get_server_class  # noqa: E402
 from utils.checkpoints import FINISHED, CheckpointStore  # noqa: E402
@@ -112,7 +114,7 @@ def main(argv=None) -> int:
     try:
         run(args)
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {respell(str(error))}", file=sys.stderr)  # flags named as the user typed them
         return 2
     except KeyboardInterrupt:
         print(f"interrupted: results up to the last evaluation are in {args.out}; the same command "

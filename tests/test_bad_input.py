@@ -39,7 +39,12 @@ def run_main(*flags, cwd=ROOT):
     (["-data", "Tiny", "-nc", "4", "-go", "a/b"], "-go must be a plain name"),
     (["-data", "Tiny", "-nc", "4", "-go", ".."], "-go must be a plain name"),
     (["-data", "Tiny", "-nc", "4", "-go", ""], "-go must be a plain name"),
-    (["-data", "Tiny", "-nc", "4", "-nb", "7"], "7"),
+    (["-data", "Tiny", "-nc", "4", "-nb", "7"], "drop -nb or pass -nb 10"),
+    (["-data", "Tiny", "-nc", "4", "-ncl", "7"], "-ncl 7 does not match dataset 'Tiny'"),  # named as typed
+    (["-data", "Tiny", "-nc", "4", "--num_classes=7"], "drop --num_classes or pass --num_classes 10"),
+    (["-data", "Tiny", "--num_clients", "9"], "--num_clients 9 asks for more clients"),
+    (["-data", "Tiny", "-nc", "4", "-m", "ResNet"], "or one model name: FedAvgCNN, ResNet4"),
+    (["-data", "Tiny", "-nc", "4", "--model_family", "ResNet"], "(--model_family)"),
     (["-data", "Tiny", "-nc", "9"], "9"),
     (["-data", "Tiny", "-nc", "4", "-GPath", "/no/such/generator.pt"], "-GPath"),
     (["-data", "Tiny", "-nc", "4", "-gr", "0"], "-gr"),
@@ -67,6 +72,8 @@ def test_bad_input_is_one_line_with_exit_2(data_root, tmp_path, flags, expected)
     (["-ldg", "0"], "-ldg must be positive"),
     (["-tc", "-2"], "-tc must not be negative"),
     (["-nb", "0"], "-nb must be at least 1"),
+    (["-ncl", "0"], "-ncl must be at least 1"),
+    (["--global_rounds", "0"], "--global_rounds must be at least 1"),
     (["--save_generated_every", "-1"], "--save_generated_every"),
 ])
 def test_bad_flag_values_are_refused_before_any_work(data_root, tmp_path, capsys, flags, expected):
@@ -85,6 +92,9 @@ def test_bad_flag_values_are_refused_before_any_work(data_root, tmp_path, capsys
     (["-gr", "abc"], "argument -gr/--global_rounds: invalid int value: 'abc'"),
     (["-dev", "gpu"], "argument -dev/--device: invalid choice: 'gpu'"),
     (["-ab", "maybe"], "argument -ab/--auto_break: expected true/false/1/0, got 'maybe'"),
+    (["-gr"], "argument -gr/--global_rounds: expected one argument"),
+    (["-gr", "abc", "--no_such_flag", "1"], "argument -gr/--global_rounds: invalid int value: 'abc'"),  # two
+    (["-algo", "FedNope"], "argument -algo/--algorithm: unknown algorithm 'FedNope'"),
 ])
 def test_parser_mistakes_are_one_line(tmp_path, flags, expected):
     result = run_main("--out", str(tmp_path / "out"), *flags)
@@ -115,3 +125,13 @@ def test_out_that_cannot_be_a_folder_is_refused_creating_nothing(tmp_path, name)
     assert len(errors) == 1 and errors[0].startswith("error: --out "), result.stderr
     assert "not a folder" in errors[0]
     assert os.listdir(tmp_path) == ["results.txt"] and blocker.read_text() == "keep me"
+
+
+def test_an_htfllib_flag_this_library_lacks_is_one_line_saying_what_it_was(tmp_path):
+    # argparse alone would read HtFLlib's -ts (--time_select) as -t s, "invalid int value: 's'"
+    result = run_main("--out", str(tmp_path / "out"), "-gr", "1", "-ts", "True", "-cdr", "0.1")
+    assert result.returncode == 2 and result.stdout == ""
+    assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
+    assert result.stderr.startswith("error: -ts is HtFLlib's --time_select (")
+    assert "; -cdr is HtFLlib's --client_drop_rate (" in result.stderr and "not supported here" in result.stderr
+    assert not os.listdir(tmp_path)

@@ -307,6 +307,23 @@ def test_resume_with_other_flags_is_refused_in_one_line(data_root, tmp_path, cap
     assert error.startswith("error: the run in") and "local_learning_rate 0.01 there, 0.5 now" in error
 
 
+def test_tensorboard_can_be_turned_on_when_resuming_and_logs_from_the_checkpoint(data_root, tmp_path, capsys):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    argv = tiny_command(data_root, tmp_path, "-gr", "2", "--ckpt_every", "1", "--ckpt_keep", "2",
+                        "--ckpt_keep_final")[2:]
+    assert main.main(argv) == 0
+    folder = tmp_path / "Tiny_FedProto_test_0" / "checkpoints"
+    os.remove(folder / "finished.json")
+    os.remove(folder / "round_000002.pt")  # as if killed during round 2
+    assert main.main(argv + ["--resume", "--tensorboard"]) == 0
+    assert "resuming after round 1" in capsys.readouterr().out
+    log = EventAccumulator(str(tmp_path / "tensorboard" / "Tiny_FedProto_test_0")).Reload()
+    assert [event.step for event in log.Scalars("accuracy/test")] == [1, 2]  # the resumed part only
+    assert [event.value for event in log.Scalars("accuracy/test")] == pytest.approx(accuracies(tmp_path)[1:])
+
+
 def test_a_fresh_run_moves_old_checkpoints_aside(data_root, tmp_path, capsys):
     argv = tiny_command(data_root, tmp_path, "-gr", "2", "--ckpt_keep_final")[2:]
     assert main.main(argv) == 0

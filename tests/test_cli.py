@@ -192,3 +192,171 @@ def test_out_is_checked_without_creating_anything(tmp_path, monkeypatch):
     with pytest.raises(UserError, match=f"^--out .* is not writable: no write permission in {tmp_path}"):
         validate(args)
     assert sorted(os.listdir(tmp_path)) == ["file"]
+
+
+# ---- help, -algo's choices, messages that name the flag as typed, HtFLlib's flags, --out, --tensorboard ----
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def help_actions():
+    from cli import build_parser
+
+    parser = build_parser()
+    return parser, [(group.title, action) for group in parser._action_groups for action in group._group_actions]
+
+
+def test_every_flag_has_a_help_text_and_the_run_flags_say_their_default():
+    import argparse
+
+    _, actions = help_actions()
+    assert len(actions) > 60
+    for title, action in actions:
+        assert action.help and action.help.strip() and action.help != argparse.SUPPRESS, action.option_strings
+        if title in ("run", "execution", "checkpoints") or title.startswith("the original code"):
+            if action.dest not in ("help", "list_algorithms"):
+                assert "default" in action.help, action.option_strings
+
+
+def test_algorithm_flag_has_choices_listed_in_help(capsys):
+    from flcore.registry import ALGORITHMS
+
+    _, actions = help_actions()
+    algo = next(action for _, action in actions if action.dest == "algorithm")
+    assert sorted(algo.choices) == sorted(ALGORITHMS)
+    with pytest.raises(SystemExit):
+        parse_args(["-h"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert all(name in out for name in ALGORITHMS)
+
+
+def test_usage_is_short_and_the_description_points_to_the_readme():
+    parser, _ = help_actions()
+    usage = parser.format_usage().strip().splitlines()
+    assert 1 <= len(usage) <= 3 and usage[0].startswith("usage: python system/main.py [-h]")
+    assert "README" in parser.description
+    assert all(len(line) <= 80 for line in usage)
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["-algo", "FedNope"], "unknown algorithm 'FedNope'"),
+    (["-algo", "fedktl"], "did you mean FedKTL?"),
+    (["-algo", "FedKLT"], "did you mean FedKTL"),
+    (["-algo", "FedMRL"], "FedMRL is HtFLlib's"),
+])
+def test_unknown_algorithm_is_one_parser_line_naming_the_choices(capsys, argv, expected):
+    with pytest.raises(SystemExit) as exc:
+        parse_args(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: argument -algo/--algorithm: ")
+    assert expected in err and "choose one of" in err and "LG-FedAvg" in err
+
+
+@pytest.mark.parametrize("family", ["ResNet", "HtFE-img-5", "HtFE-txt-2", "Res34-HtC-img-4"])
+def test_unknown_model_lists_families_and_model_names(tmp_path, family):
+    from trainmodel.families import FAMILIES, FAMILY_ALIASES
+    from trainmodel.models import MODEL_NAMES
+
+    with pytest.raises(UserError) as exc:
+        validated(["-m", family, "--out", str(tmp_path)])
+    message = str(exc.value)
+    assert "\n" not in message and repr(family) in message
+    assert all(name in message for name in (*FAMILIES, *FAMILY_ALIASES, *MODEL_NAMES))
+
+
+@pytest.mark.parametrize("typed", ["-nb", "-ncl", "--num_classes", "--num_cla"])
+def test_validation_names_the_flag_as_typed(tmp_path, typed):
+    expected = "--num_classes" if typed.startswith("--") else typed  # an abbreviation is named in full
+    with pytest.raises(UserError, match=f"^{expected} must be at least 1"):
+        validated([typed, "0", "--out", str(tmp_path)])
+    with pytest.raises(UserError, match=f"^{expected} must be at least 1"):
+        validated([f"{typed}=0", "--out", str(tmp_path)])
+
+
+def test_long_spellings_reach_every_check(tmp_path):
+    with pytest.raises(UserError, match=r"^--times must be at least 1 and -pv below --times"):
+        validated(["--times", "0", "--out", str(tmp_path)])
+    with pytest.raises(UserError, match=r"^--local_learning_rate must be a finite number"):
+        validated(["--local_learning_rate", "nan", "--out", str(tmp_path)])
+    with pytest.raises(UserError, match=r"^-gr must be at least 1"):  # no flag typed twice: the short one
+        validated(["-gr", "0", "--out", str(tmp_path)])
+
+
+def test_respell_names_flags_in_other_modules_messages_as_typed():
+    from cli import respell
+
+    parse_args(["-ncl", "7", "--global_rounds", "3"])
+    message = "-nb 7 does not match dataset 'X', which has 10 classes: drop -nb or pass -nb 10; -gr -nbx -nc"
+    assert respell(message) == ("-ncl 7 does not match dataset 'X', which has 10 classes: drop -ncl or pass -ncl 10; "
+                                "--global_rounds -nbx -nc")
+    parse_args(["-nb", "7"])
+    assert respell(message) == message
+
+
+def test_htfllib_only_flags_are_not_flags_here():
+    from cli import HTFLLIB_ONLY_FLAGS, option_strings
+
+    ours = {spelling for spellings in option_strings().values() for spelling in spellings}
+    assert {"-fs", "-cdr", "-tsr", "-ssr", "-ts", "-sfn", "-sfd"} <= set(HTFLLIB_ONLY_FLAGS)
+    for short, (long, meaning, advice) in HTFLLIB_ONLY_FLAGS.items():
+        assert short not in ours and long not in ours and meaning and advice
+
+
+@pytest.mark.parametrize("short", ["-fs", "-cdr", "-tsr", "-ssr", "-ts", "-tth", "-sfn", "-mfn", "-vs", "-ml",
+                                   "-sfd", "-mdb", "-mqb", "-wu"])
+def test_each_htfllib_only_flag_is_one_line_saying_what_it_was(capsys, short):
+    from cli import HTFLLIB_ONLY_FLAGS
+
+    long = HTFLLIB_ONLY_FLAGS[short][0]
+    for argv in ([short, "1"], ["-gr", "2", f"{long}=1"]):
+        with pytest.raises(SystemExit) as exc:
+            parse_args(argv)
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"error: {short} is HtFLlib's {long} (")
+        assert "not supported here" in err and "unrecognized" not in err
+
+
+def test_out_defaults_to_the_repositorys_results_folder_from_any_directory(tmp_path, monkeypatch):
+    assert parse_args([]).out == os.path.join(ROOT, "results")
+    monkeypatch.chdir(os.path.join(ROOT, "system"))
+    assert parse_args([]).out == os.path.join(ROOT, "results")
+    monkeypatch.chdir(tmp_path)
+    assert parse_args([]).out == os.path.join(ROOT, "results")
+    assert parse_args(["--out", "mine"]).out == "mine"
+
+
+def test_a_run_from_system_writes_to_the_repositorys_results(tmp_path, data_root):
+    import shutil
+    import subprocess
+    import sys
+
+    copy = tmp_path / "repo"  # a copy of the code, so that the real results/ folder is left alone
+    shutil.copytree(os.path.join(ROOT, "system"), copy / "system",
+                    ignore=shutil.ignore_patterns("results", "__pycache__", "*.h5"))
+    shutil.copytree(os.path.join(ROOT, "dataset"), copy / "dataset",
+                    ignore=lambda folder, names: [name for name in names if not name.endswith(".py")])
+    done = subprocess.run([sys.executable, "main.py", "-gr", "1", "-nc", "2", "--threads", "1", "-dev", "cpu",
+                           "-algo", "Local", "-data", "Tiny", "--data_root", data_root],
+                          cwd=copy / "system", capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (copy / "results" / "Tiny_Local_test_0.h5").is_file()
+    assert not (copy / "system" / "results").exists()
+
+
+def test_tensorboard_flag_is_off_by_default_and_checked(tmp_path, monkeypatch):
+    import cli
+
+    assert parse_args([]).tensorboard is False
+    assert parse_args(["--tensorboard"]).tensorboard is True
+    real = cli.importlib.util.find_spec
+    monkeypatch.setattr(cli.importlib.util, "find_spec",
+                        lambda name, *rest: None if name == "tensorboard" else real(name, *rest))
+    with pytest.raises(UserError) as exc:
+        validated(["--tensorboard", "--out", str(tmp_path)])
+    assert str(exc.value) == ("--tensorboard needs TensorBoard: pip install 'tensorboard>=2.14,<3' "
+                              "(or drop --tensorboard)")
+    validated(["--out", str(tmp_path)])  # without the flag TensorBoard is not needed
+    monkeypatch.setattr(cli.importlib.util, "find_spec", lambda name, *rest: object())
+    assert validated(["--tensorboard", "--out", str(tmp_path)]).tensorboard is True

@@ -6,7 +6,7 @@ small family sized for CPU runs. A single model name is a one-architecture famil
 import re
 from typing import Dict, List, Tuple
 
-from trainmodel.models import BaseHeadSplit, build_model, find_model_name
+from trainmodel.models import MODEL_NAMES, BaseHeadSplit, build_model, find_model_name
 from utils.errors import UserError
 from utils.seeding import derive_seed
 
@@ -52,6 +52,17 @@ FAMILY_ALIASES: Dict[str, str] = {
 }
 
 
+# HtFLlib's families that are not here, for the error message: (pattern, what they are, why not here).
+_HTFLLIB_ONLY_FAMILIES = (
+    (r"htfeimg5", "GoogLeNet, MobileNetV2, ResNet18, ResNet34, ResNet50", "not added yet; HtFE8 holds these five"),
+    (r".*htc.*", "backbones with heterogeneous classifier heads, HtC, and a global model",
+     "every client here has one linear head on its backbone"),
+    (r"htfetxt.*", "text models: fastText, LSTMs, Transformers", "this library runs image tasks with a generator"),
+    (r"htfesen.*", "HAR sensor CNNs", "this library runs image tasks with a generator"),
+    (r"mlp.*", "MLPs on feature vectors of Amazon reviews", "this library runs image tasks with a generator"),
+)
+
+
 def _family_key(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", str(name).lower())
 
@@ -68,10 +79,12 @@ def resolve_family(name: str) -> Tuple[str, ...]:
     model = find_model_name(name)
     if model is not None:
         return (model,)
-    known = ", ".join(list(FAMILIES) + list(FAMILY_ALIASES))
-    raise UserError(
-        f"unknown model family {name!r}; known families: {known} (or a single model name)"
-    )
+    known = (f"known families: {', '.join(FAMILIES)} (HtFLlib's {', '.join(FAMILY_ALIASES)}); or one model name: "
+             f"{', '.join(MODEL_NAMES)}")
+    for pattern, what, why in _HTFLLIB_ONLY_FAMILIES:
+        if re.fullmatch(pattern, _family_key(name)):
+            raise UserError(f"model family {name!r} (-m) is HtFLlib's ({what}) and is not here: {why}; {known}")
+    raise UserError(f"unknown model family {name!r} (-m); {known}")
 
 
 def client_architecture(family: str, client_id: int) -> str:

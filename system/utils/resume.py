@@ -17,7 +17,7 @@ from utils.errors import UserError
 RESUMABLE_WITH_OTHER = frozenset({
     "resume", "ckpt_every", "ckpt_minutes", "ckpt_keep", "ckpt_keep_final", "threads", "device", "device_id",
     "config", "out", "data_root", "times", "prev", "executor", "ray_address", "ray_actors", "ray_cpus_per_actor",
-    "ray_gpus_per_actor", "offload"})
+    "ray_gpus_per_actor", "offload", "tensorboard"})
 
 #: pixels read per client for the data signature: enough to tell datasets apart, cheap on TinyImagenet
 PIXEL_SAMPLES = 4096

@@ -30,11 +30,11 @@ TRIED_FROM = "relative paths are tried from the working directory, then the repo
 GENERATOR = Option(
     ("--generator",), str, "builtin", choices=("builtin", "faces"),
     help="the pre-trained generator: builtin (bundled, 32x32, trained on two photographs) or faces (a DCGAN "
-         "trained on DigiFace-1M, 64x64; pip install --no-deps gan-face-generate)")
+         "trained on DigiFace-1M, 64x64; pip install --no-deps gan-face-generate); default builtin")
 GENERATOR_WEIGHTS = Option(
     ("--generator_weights",), str, "pretrained", choices=("pretrained", "random"),
     help="pretrained, or random: a randomly initialised network of the same architecture (the ablation's "
-         "control; BatchNorm statistics measured on 1,024 latents)")
+         "control; BatchNorm statistics measured on 1,024 latents); default pretrained")
 
 SPECS = (
     AlgorithmSpec(
