@@ -17,8 +17,9 @@ from utils.errors import UserError
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def readme() -> str:
-    with open(os.path.join(ROOT, "README.md")) as f:
+def readme(page: str = "README.md") -> str:
+    """The README, or another page of the documentation (a path from the repository root)."""
+    with open(os.path.join(ROOT, page)) as f:
         return f.read()
 
 
@@ -159,7 +160,7 @@ def test_readme_algorithm_table_lists_every_algorithm():
 
 
 def test_readme_flag_table_lists_every_algorithm_option_and_only_real_flags():
-    rows = table_rows(readme(), "## Command line")
+    rows = table_rows(readme("docs/command_line.md"), "## Every flag")
     in_readme = {flag for row in rows for flag in re.findall(r"`(-[\w-]+)`", row[0])}
     options = {spec_option.flag for pairs in declarations().values() for _, spec_option in pairs}
     assert options <= in_readme, options - in_readme
@@ -167,11 +168,48 @@ def test_readme_flag_table_lists_every_algorithm_option_and_only_real_flags():
     assert in_readme <= spellings, in_readme - spellings
 
 
+def test_readme_short_flag_table_names_only_real_flags():
+    rows = table_rows(readme(), "## Command line")
+    named = {flag for row in rows for flag in re.findall(r"`(-[\w-]+)`", row[0])}
+    spellings = {flag for action in build_parser()._actions for flag in action.option_strings}
+    assert named and named <= spellings, named - spellings
+
+
+def test_readme_install_step_is_what_ci_installs():
+    section = readme().split("## Install", 1)[1].split("\n## ", 1)[0]
+    steps = re.search(r"```bash\n(.*?)\n```", section, flags=re.S).group(1).split(" && ")
+    with open(os.path.join(ROOT, ".ci", "run")) as f:
+        installs = [re.sub(r"^python -m |--quiet ", "", line.strip()) for line in f
+                    if "pip install" in line and not line.lstrip().startswith("#") and "--upgrade pip" not in line]
+    assert steps == installs
+
+
+def github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_readme_and_docs_links_reach_their_files_and_headings():
+    pages = ["README.md"] + sorted(os.path.join("docs", name) for name in os.listdir(os.path.join(ROOT, "docs"))
+                                   if name.endswith(".md"))
+    texts = {page: re.sub(r"```.*?```", "", readme(page), flags=re.S) for page in pages}
+    anchors = {page: {github_anchor(h) for h in re.findall(r"^#+ (.+)$", text, flags=re.M)}
+               for page, text in texts.items()}
+    for page, text in texts.items():
+        for link in re.findall(r"\]\(([^)\s]+)\)", text) + re.findall(r'<img src="([^"]+)"', text):
+            if link.startswith(("http://", "https://")):
+                continue
+            target, _, anchor = link.partition("#")
+            path = os.path.normpath(os.path.join(os.path.dirname(page), target)) if target else page
+            assert os.path.exists(os.path.join(ROOT, path)), (page, link)
+            assert not anchor or anchor in anchors.get(path, ()), (page, link)
+
+
 # ---- the README's worked example: a new algorithm in its own files ------------------------------
 def example_files() -> dict:
-    """{path: source} of the files the README's "Adding an algorithm" section writes."""
-    section = readme().split("### Adding an algorithm", 1)[1].split("\n## ", 1)[0]
-    return dict(re.findall(r"`(system/[\w/]+\.py)`:\n\n```python\n(.*?)```", section, flags=re.S))
+    """{path: source} of the files the worked example in docs/adding_an_algorithm.md writes."""
+    page = readme("docs/adding_an_algorithm.md")
+    return dict(re.findall(r"`(system/[\w/]+\.py)`:\n\n```python\n(.*?)```", page, flags=re.S))
 
 
 def test_the_readme_example_touches_only_new_files():

@@ -90,6 +90,8 @@ def test_repetitions_use_consecutive_seeds_and_summary(data_root, generator_path
     assert main.main(run_flags) == 0
     out = capsys.readouterr().out
     assert "best accuracy over 2 run(s)" in out
+    assert main.main(run_flags[:-2] + ["--out", str(tmp_path / "one")]) == 0
+    assert "best accuracy of the 1 run: " in capsys.readouterr().out  # no std of a single run
     _, config0 = read_results(str(tmp_path / "Tiny_Local_test_0.h5"))
     _, config1 = read_results(str(tmp_path / "Tiny_Local_test_1.h5"))
     assert (config0["run_seed"], config1["run_seed"]) == (0, 1)

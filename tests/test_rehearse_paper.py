@@ -85,22 +85,25 @@ def test_bytes_by_kind():
 
 
 def run_me_main_lines(suite: str, tmp_path) -> list:
-    """The main.py argument lists `bash run_me.sh SUITE` runs, recorded by a stand-in `python`
-    that only logs its arguments (nothing is generated, trained or loaded)."""
+    """The main.py argument lists `bash run_me.sh SUITE` hands its runner, from its print-only
+    mode (`--print`). A stand-in `python` on PATH records any other call: print mode must
+    generate, train and load nothing."""
     import subprocess
     import sys
 
     log, shim = tmp_path / "calls.log", tmp_path / "bin"
     shim.mkdir()
+    log.write_text("")
     # run_me.sh asks main.py for its list of algorithms: that call alone runs for real
     (shim / "python").write_text(f"#!/bin/sh\n[ \"$2\" = --list_algorithms ] && exec {sys.executable} \"$@\"\n"
                                  f"printf '%s\\n' \"$*\" >> {log}\n")
     (shim / "python").chmod(0o755)
-    done = subprocess.run(["bash", os.path.join(rp.REPO_ROOT, "run_me.sh"), suite],
+    done = subprocess.run(["bash", os.path.join(rp.REPO_ROOT, "run_me.sh"), suite, "--print"],
                           env={**os.environ, "PATH": f"{shim}{os.pathsep}{os.environ['PATH']}"},
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    return [line.split()[1:] for line in log.read_text().splitlines() if line.startswith("system/main.py ")]
+    assert log.read_text() == ""
+    return [line.split()[2:] for line in done.stdout.splitlines() if line.startswith("python system/main.py ")]
 
 
 @pytest.mark.parametrize("suite", ["paper", "cpu", "claims"])

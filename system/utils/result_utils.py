@@ -75,6 +75,8 @@ def summarize_repetitions(out_dir: str, dataset: str, algorithm: str, goal: str,
     best = best_accuracies(out_dir, dataset, algorithm, goal, times)
     if not best:
         return "no results found"
+    if len(best) == 1:
+        return f"best accuracy of the 1 run: {best[0]:.4f}"  # a std of one run says nothing
     return (f"best accuracy over {len(best)} run(s): mean {np.mean(best):.4f}, "
             f"std {np.std(best):.4f} ({', '.join(f'{b:.4f}' for b in best)})")
 
