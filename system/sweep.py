@@ -201,10 +201,10 @@ def same_flags(saved: dict, args) -> bool:
     from utils.resume import comparable_config
 
     current = comparable_config(args)
-    for key in set(saved) | set(current):
-        if key in current and current[key] is None:
+    for key in current:  # what the saved flags hold beyond these (other algorithms' options) is not compared
+        if current[key] is None:
             continue
-        if json.loads(json.dumps(current.get(key), default=str)) != saved.get(key):
+        if json.loads(json.dumps(current[key], default=str)) != saved.get(key):
             return False
     return True
 

@@ -1,5 +1,6 @@
 """Checkpoints and resume: snapshots of state, the checkpoint files, and runs that continue
 exactly where they stopped."""
+import json
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import main
 from flcore.registry import get_server_class
 from tests.helpers import ALGORITHM_FLAGS, build_server_from_flags, make_tiny_generator, needs_test_generator
 from utils.checkpoints import CheckpointSchedule, CheckpointStore, UnreadableCheckpoints
+from utils.errors import UserError
 from utils.result_utils import read_results
 from utils.state import capture_state, capture_value, restore_state, restore_value
 
@@ -322,6 +324,38 @@ def test_tensorboard_can_be_turned_on_when_resuming_and_logs_from_the_checkpoint
     log = EventAccumulator(str(tmp_path / "tensorboard" / "Tiny_FedProto_test_0")).Reload()
     assert [event.step for event in log.Scalars("accuracy/test")] == [1, 2]  # the resumed part only
     assert [event.value for event in log.Scalars("accuracy/test")] == pytest.approx(accuracies(tmp_path)[1:])
+
+
+def test_resume_compares_the_runs_own_flags_not_other_algorithms_options():
+    from cli import apply_algorithm_defaults, parse_args
+    from utils.resume import check_same_config, comparable_config
+
+    args = parse_args(["-algo", "Local", "-gr", "3"])
+    apply_algorithm_defaults(args)
+    current = comparable_config(args)
+    assert "global_rounds" in current and "di_competition" not in current and "mu" not in current
+    ktl = parse_args(["-algo", "FedKTL"])
+    apply_algorithm_defaults(ktl)
+    assert "mu" in comparable_config(ktl)  # FedKTL's own option is compared
+    # a config written when every algorithm's options were recorded, another default since
+    check_same_config({**current, "di_competition": 0.5, "student_labels": "target"}, current, "F")
+    with pytest.raises(UserError, match="global_rounds 2 there, 3 now"):
+        check_same_config({**current, "global_rounds": 2}, current, "F")
+    older = {name: value for name, value in current.items() if name != "seed"}  # a flag added since
+    with pytest.raises(UserError, match="seed unset there, 0 now"):
+        check_same_config(older, current, "F")
+
+
+def test_a_finished_run_stays_finished_when_another_algorithms_option_changed(data_root, tmp_path, capsys):
+    argv = tiny_command(data_root, tmp_path, "-gr", "1")[2:]
+    assert main.main(argv) == 0
+    mark = tmp_path / "Tiny_FedProto_test_0" / "checkpoints" / "finished.json"
+    saved = json.loads(mark.read_text())
+    saved["config"]["di_competition"] = 123.0  # as an earlier version recorded, with another default
+    mark.write_text(json.dumps(saved))
+    capsys.readouterr()
+    assert main.main(argv + ["--resume"]) == 0
+    assert "already finished" in capsys.readouterr().out
 
 
 def test_a_fresh_run_moves_old_checkpoints_aside(data_root, tmp_path, capsys):

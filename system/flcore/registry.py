@@ -89,6 +89,11 @@ class AlgorithmArgs(argparse.Namespace):
     depend on a flag it does not declare. `vars()` still holds every flag: configs and results
     record them all, as before."""
 
+    def options_not_read(self) -> frozenset:
+        """Other algorithms' options: recorded, but they change nothing this run computes."""
+        algorithm = object.__getattribute__(self, "__dict__").get("algorithm")
+        return OPTION_DESTS - DECLARED[algorithm] if algorithm in DECLARED else frozenset()
+
     def __getattribute__(self, name):
         if name in OPTION_DESTS:
             algorithm = object.__getattribute__(self, "__dict__").get("algorithm")

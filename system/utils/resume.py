@@ -19,20 +19,31 @@ RESUMABLE_WITH_OTHER = frozenset({
     "config", "out", "data_root", "times", "prev", "executor", "ray_address", "ray_actors", "ray_cpus_per_actor",
     "ray_gpus_per_actor", "offload", "tensorboard"})
 
+MISSING = object()
+
 #: pixels read per client for the data signature: enough to tell datasets apart, cheap on TinyImagenet
 PIXEL_SAMPLES = 4096
 
 
 def comparable_config(args) -> dict:
-    """The flags that decide what a run computes, as saved in its checkpoints."""
-    return {name: value for name, value in sorted(vars(args).items()) if name not in RESUMABLE_WITH_OTHER}
+    """The flags that decide what a run computes, as saved in its checkpoints: neither where and
+    how it runs nor the options of algorithms other than its own (`AlgorithmArgs.options_not_read`)."""
+    unread = args.options_not_read() if hasattr(type(args), "options_not_read") else frozenset()
+    return {name: value for name, value in sorted(vars(args).items())
+            if name not in RESUMABLE_WITH_OTHER and name not in unread}
 
 
 def check_same_config(saved: dict, current: dict, folder: str) -> None:
-    """Refuse to resume a run written with other flags: its continuation would be neither run."""
-    differing = [name for name in sorted(set(saved) | set(current)) if saved.get(name) != current.get(name)]
+    """Refuse to resume a run written with other flags: its continuation would be neither run.
+
+    The flags compared are this run's (`current`): what a saved config holds beyond them (another
+    algorithm's options, recorded by earlier versions) changes nothing this run computes, so a
+    sweep's finished Local runs stay finished when, say, DeepInversion's defaults change. A flag
+    of this run that the saved config lacks (added since) counts as different."""
+    differing = [name for name in sorted(current) if saved.get(name, MISSING) != current[name]]
     if differing:
-        shown = ", ".join(f"{name} {saved.get(name)!r} there, {current.get(name)!r} now" for name in differing[:3])
+        shown = ", ".join(f"{name} {repr(saved[name]) if name in saved else 'unset'} there, {current[name]!r} now"
+                          for name in differing[:3])
         raise UserError(f"the run in {folder} was written with other flags ({shown}): resume with the "
                         f"flags of that run, or drop --resume to start afresh")
 
