@@ -169,7 +169,7 @@ paper_suite() {
 }
 
 claims_suite() {
-  # The FedKTL paper's claims as runs (README, Claims), on MNIST5k and on MNIST5k-hard (the
+  # The FedKTL paper's claims as runs (docs/claims.md), on MNIST5k and on MNIST5k-hard (the
   # same digits in random colours, rotated, scaled, shifted, over coloured gradients with
   # pixel noise), 2 repetitions (seeds 0 and 1), two single-threaded runs at a time:
   #   hetero:   20 clients, Dirichlet 0.1, HtFE-cpu, 10 rounds; every algorithm, plus FedKTL's
