@@ -145,7 +145,7 @@ def test_labels_must_match_the_images():
 # ---- the server's PNG -----------------------------------------------------------------------
 
 def test_save_image_grid_writes_the_labelled_png(tmp_path):
-    holder = SimpleNamespace(run_dir=str(tmp_path / "run"))
+    holder = SimpleNamespace(run_dir=str(tmp_path / "run"), tensorboard=None)
     pixels = random_pixels(4, 3, 16, seed=2)
     Server.save_image_grid(holder, images_of_pixels(pixels), "grid.png", nrow=2, labels=["w", "x", "y", "z"])
     with Image.open(tmp_path / "run" / "grid.png") as grid:
@@ -163,7 +163,7 @@ def test_a_full_disk_while_saving_a_grid_is_one_line_and_leaves_no_file(tmp_path
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(utils.image_grid, "write_png", no_space)
-    holder = SimpleNamespace(run_dir=str(tmp_path / "run"))
+    holder = SimpleNamespace(run_dir=str(tmp_path / "run"), tensorboard=None)
     with pytest.raises(UserError, match="No space left on device"):
         Server.save_image_grid(holder, torch.zeros(2, 3, 4, 4), "grid.png", nrow=2, labels=["a", "b"])
     assert os.listdir(tmp_path / "run") == []
