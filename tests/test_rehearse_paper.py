@@ -162,3 +162,17 @@ def test_run_me_claims_runs_every_algorithm_and_the_ablation_on_both_data_sets(t
     few_shot = {args for args in runs if args[0].endswith("shot")}
     assert {d for d, *_ in few_shot} == {f"{name}-{n}shot" for name in ("MNIST5k", "MNIST5k-hard") for n in (2, 5, 20)}
     assert "Local" in {a for _, a, *_ in few_shot} and set(ALGORITHMS) >= {a for _, a, *_ in few_shot}
+
+
+def test_run_me_paper_runs_fedgh_as_htfllibs_table_while_the_default_is_htfllibs_main(tmp_path):
+    from cli import apply_algorithm_defaults, parse_args
+
+    default = parse_args(["-algo", "FedGH"])
+    apply_algorithm_defaults(default)
+    assert default.server_epochs == 100 and default.server_learning_rate == 0.01
+    fedgh = [argv for argv in run_me_main_lines("paper", tmp_path) if "FedGH" in argv]
+    assert len(fedgh) == 8
+    for argv in fedgh:
+        args = parse_args(argv)
+        apply_algorithm_defaults(args)
+        assert args.server_epochs == 1 and args.server_learning_rate == 0.01  # total.sh's -slr 0.01 -se 1
