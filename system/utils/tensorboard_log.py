@@ -35,9 +35,8 @@ class TensorBoardLog:
             self.writer.add_scalar("time/phase/" + phase, seconds[-1], rounds_done)
 
     def image(self, tag: str, grid, round_idx: int) -> None:
-        """`grid`: a CHW float tensor in [0, 1] (or an HWC uint8 array), as the PNG shows it."""
-        dataformats = "CHW" if getattr(grid, "ndim", 3) == 3 and grid.shape[0] in (1, 3) else "HWC"
-        self.writer.add_image(tag, grid, round_idx, dataformats=dataformats)
+        """`grid`: the saved PNG's pixels, an HWC uint8 RGB array."""
+        self.writer.add_image(tag, grid, round_idx, dataformats="HWC")
 
     def close(self) -> None:
         self.writer.close()
