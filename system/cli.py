@@ -71,7 +71,7 @@ RECIPES = {
     # What the original FedKTL/HtFLlib code computes where the paper's numbers depend on it.
     "paper": {"ktl_separate_forward": True, "ktl_fixed_proj": True, "stored_order": True,
               "original_auto_break": True, "vit_mlp_head": True, "resize_antialias": False,
-              "fedgen_htfllib": True},
+              "fedgen_htfllib": True, "fedgen_feature_scale": "generator"},
 }
 
 DEFAULT_ROUNDS = 50

@@ -96,11 +96,11 @@ def test_generator_training_reduces_the_server_loss():
 
 # ---- the client's regulariser -------------------------------------------------------------
 
-def make_client(num_classes=3, dim=6):
+def make_client(num_classes=3, dim=6, **options):
     torch.manual_seed(0)
     args = SimpleNamespace(device="cpu", num_classes=num_classes, batch_size=8, eval_batch_size=64, local_epochs=1,
                            local_learning_rate=0.1, learning_rate_decay=False, learning_rate_decay_gamma=1.0,
-                           noise_dim=4, hidden_dim=16)
+                           noise_dim=4, hidden_dim=16, **options)
     model = BaseHeadSplit(nn.Sequential(nn.Flatten(), nn.Linear(12, dim)), nn.Linear(dim, num_classes))
     x = torch.randn(16, 3, 2, 2)
     data = SimpleNamespace(train_x=x, train_y=torch.arange(16) % 2, test_x=x, test_y=torch.arange(16) % 2)
@@ -134,6 +134,60 @@ def test_regulariser_teaches_the_head_the_generated_classes_and_leaves_the_gener
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
     assert all(torch.equal(sent[k], v) for k, v in state_to_payload(client.generator).items())
     assert all(p.grad is None for p in client.generator.parameters())
+
+
+def head_inputs_of_one_step(client, generator_gain: float) -> list:
+    """The features the client's head sees in one train_step, with a generator whose output
+    layer is scaled by `generator_gain` (the blow-up a too-large -glr causes)."""
+    generator = FeatureGenerator(4, 3, 16, client.model.feature_dim)
+    with torch.no_grad():
+        generator.out.weight.mul_(generator_gain)
+        generator.out.bias.mul_(generator_gain)
+    client.setup({"head": state_to_payload(client.model.head)})
+    client.set_label_distribution({"label_counts": torch.tensor([1, 1, 2])})
+    client.receive({"head": state_to_payload(client.model.head), "generator": state_to_payload(generator)})
+    seen = []
+    hook = client.model.head.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].detach()))
+    try:
+        client.train_step(client.train_x[:8], client.train_y[:8])
+    finally:
+        hook.remove()
+    return seen
+
+
+@pytest.mark.parametrize("gain", [1.0, 1000.0])
+def test_generated_features_are_rescaled_to_the_mean_norm_of_the_real_batch(gain):
+    client = make_client(dim=32)
+    assert client.rescale_generated  # the default
+    real, generated = head_inputs_of_one_step(client, gain)
+    assert real.shape == generated.shape == (8, 32)
+    assert generated.norm(dim=1).mean().item() == pytest.approx(real.norm(dim=1).mean().item(), rel=1e-5)
+    # one factor for the whole batch: the generator's relative norms are kept
+    unscaled = make_client(dim=32, fedgen_feature_scale="generator")
+    _, raw = head_inputs_of_one_step(unscaled, gain)
+    ratio = generated.norm(dim=1) / raw.norm(dim=1)
+    assert torch.allclose(ratio, ratio.mean().expand_as(ratio), rtol=1e-4)
+
+
+def test_generator_scale_and_htfllib_form_take_the_generated_features_as_they_are():
+    client = make_client(dim=32, fedgen_feature_scale="generator")
+    real, generated = head_inputs_of_one_step(client, 1000.0)
+    assert generated.norm(dim=1).mean() > 100 * real.norm(dim=1).mean()
+    assert not make_client(fedgen_feature_scale="batch", fedgen_htfllib=True).rescale_generated
+    assert make_client(fedgen_feature_scale="batch").rescale_generated
+
+
+def test_rescaled_training_step_minimises_both_terms_it_reports():
+    client = make_client(dim=32)
+    head_inputs_of_one_step(client, 1.0)  # installs the generator
+    x, y = client.train_x[:8], client.train_y[:8]
+    rng_state = client.generated_rng.get_state()
+    with torch.no_grad():
+        features = client.model.base(x)
+        expected = client.ce_loss(client.model.head(features), y) + client.generated_feature_loss(
+            8, scale=features.norm(dim=1).mean())
+    client.generated_rng.set_state(rng_state)
+    assert client.train_step(x, y).item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 # ---- end to end ---------------------------------------------------------------------------
@@ -189,10 +243,12 @@ def fedgen_server(data_root, tmp_path, *extra):
                                     "cpu", "--out", str(tmp_path), "-algo", "FedGen", *extra])
 
 
-@pytest.mark.parametrize("glr,warned", [("1", True), ("3e-4", False)])
+@pytest.mark.parametrize("glr,scale,warned", [("1", "generator", True), ("3e-4", "generator", False),
+                                              ("1", "batch", False)])
 def test_a_generator_learning_rate_that_blows_the_features_up_is_reported_once(data_root, tmp_path, capsys, glr,
-                                                                                warned):
-    server = fedgen_server(data_root, tmp_path, "-glr", glr)
+                                                                                scale, warned):
+    # Clients that rescale the features (the default) are not hurt by their growth: no warning.
+    server = fedgen_server(data_root, tmp_path, "-glr", glr, "--fedgen_feature_scale", scale)
     try:
         server.train_round(0, [0, 1, 2, 3])
         server.train_round(1, [0, 1, 2, 3])
@@ -202,10 +258,10 @@ def test_a_generator_learning_rate_that_blows_the_features_up_is_reported_once(d
     assert out.count("FedGen's generated features grew") == (1 if warned else 0)
     if warned:
         line = next(line for line in out.splitlines() if "features grew" in line)
-        assert "round 0" in line and "use the default -glr 3e-4, or --fedgen_htfllib" in line
+        assert "round 0" in line and "the default --fedgen_feature_scale batch, or --fedgen_htfllib" in line
     growth = server.series["generator_feature_growth"]
     assert len(growth) == 2
-    assert (max(growth) > FedGen.DIVERGED_GROWTH) == warned
+    assert (max(growth) > FedGen.DIVERGED_GROWTH) == (glr == "1")
     assert growth[0] * growth[1] == pytest.approx(server.feature_scale() / server.initial_scale, rel=1e-5)
 
 

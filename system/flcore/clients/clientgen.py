@@ -5,6 +5,13 @@ Once the server has trained a generator, each local step adds
 which teaches the client's head the ensemble's view of every class, including classes the
 client never sees. The client sends its head up and receives the generator and the
 aggregated head back.
+
+By default (`--fedgen_feature_scale batch`) the generated batch is rescaled to the mean norm
+of the client's own features of the real batch it trains on. One generator serves models
+whose features differ in scale, and the CE that trains it rewards ever larger features: at
+HtFLlib's `-glr 0.1` they grow 153x in one round, and a head trained on them at that scale
+is pulled far from its own features. Only the direction the generator gives a class is
+kept. `generator` uses its features as they are (the official FedGen, HtFLlib).
 """
 import torch
 import torch.nn as nn
@@ -52,6 +59,8 @@ class clientGen(Client):
         self.global_label_counts = None
         # HtFLlib's generator draws its noise uniformly in [0, 1); the FedGen paper's is N(0, I).
         self.uniform_noise = bool(getattr(args, "fedgen_htfllib", False))
+        self.rescale_generated = (getattr(args, "fedgen_feature_scale", "batch") == "batch"
+                                  and not self.uniform_noise)
         # Generated batches have their own stream, so data shuffling matches other methods.
         self.generated_rng = torch.Generator().manual_seed(derive_seed(seed, "fedgen-client", client_id))
 
@@ -90,20 +99,28 @@ class clientGen(Client):
 
     # ---- training -----------------------------------------------------------------------
     def train_step(self, x, y):
-        loss = self.classification_loss(x, y)
-        if self.generator is not None:
-            loss = loss + self.generated_feature_loss(len(y))
+        if self.generator is None:
+            loss = self.classification_loss(x, y)
+        elif self.rescale_generated:
+            features = self.model.base(x)
+            loss = (self.ce_loss(self.model.head(features), y)
+                    + self.generated_feature_loss(len(y), scale=features.detach().norm(dim=1).mean()))
+        else:
+            loss = self.classification_loss(x, y) + self.generated_feature_loss(len(y))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         return loss
 
-    def generated_feature_loss(self, n: int) -> torch.Tensor:
-        """CE of our head on `n` generated features of labels from the global distribution."""
+    def generated_feature_loss(self, n: int, scale: torch.Tensor = None) -> torch.Tensor:
+        """CE of our head on `n` generated features of labels from the global distribution;
+        with `scale`, the features are first rescaled to that mean norm."""
         labels = sample_labels(self.global_label_counts, n, self.generated_rng)
         noise = (torch.rand if self.uniform_noise else torch.randn)(n, self.noise_dim, generator=self.generated_rng)
         with torch.no_grad():  # the generator is the server's; only the head learns from it
             features = self.generator(self.to_device(noise), self.to_device(labels))
+            if scale is not None:
+                features = features * (scale / features.norm(dim=1).mean().clamp_min(1e-12))
         return self.ce_loss(self.model.head(features), self.to_device(labels))
 
     def upload(self):
