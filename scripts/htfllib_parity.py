@@ -562,6 +562,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=0, help="seconds after which a run is killed (default: none)")
     p.add_argument("--library_flags", default="",
                    help="extra flags for this library's runs only, e.g. '--stored_order' (default: none)")
+    p.add_argument("--flags", default="",
+                   help="extra flags for both libraries' runs, after each algorithm's total.sh flags (the later "
+                        "of two values wins on both sides), e.g. '-se 100' (default: none)")
     p.add_argument("--report_only", action="store_true",
                    help="run nothing: rebuild the report from the results already in --work")
     p.add_argument("--dry_run", action="store_true", help="print the commands and edits, run nothing")
@@ -598,6 +601,7 @@ def main(argv=None) -> int:
 
     with open(os.path.join(source, "system", "total.sh")) as f:
         flags, notes = algorithm_flags(args.algorithms, f.read())
+    flags = {name: list(own) + shlex.split(args.flags) for name, own in flags.items()}
     commit, status = library_state()
 
     print(f"work folder: {work}")

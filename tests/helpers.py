@@ -195,3 +195,22 @@ ALGORITHM_FLAGS = {spec.name: list(spec.test_flags) for spec in TESTED_SPECS}
 def needs_test_generator(algorithm: str) -> bool:
     """Whether the algorithm's test runs get a tiny built-in generator as -GPath."""
     return get_spec(algorithm).test_generator
+
+
+def interrupt_in_round_2(monkeypatch, server_class, argv: list) -> None:
+    """Run `main.main(argv)` and press Ctrl-C as `server_class` begins round 2: the run ends with
+    exit status 130 after its checkpoint of round 2 (with --ckpt_every 1), as a real one does."""
+    import main
+
+    original = server_class.train_round
+
+    def interrupted(self, round_idx, client_ids):
+        if round_idx == 2:
+            raise KeyboardInterrupt
+        return original(self, round_idx, client_ids)
+
+    monkeypatch.setattr(server_class, "train_round", interrupted)
+    try:
+        assert main.main(argv) == 130
+    finally:
+        monkeypatch.setattr(server_class, "train_round", original)

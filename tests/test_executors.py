@@ -8,7 +8,8 @@ import torch
 import torch.nn as nn
 
 import main
-from tests.helpers import ALGORITHM_FLAGS, build_server_from_flags, make_tiny_generator, needs_test_generator
+from tests.helpers import (ALGORITHM_FLAGS, build_server_from_flags, interrupt_in_round_2, make_tiny_generator,
+                           needs_test_generator)
 from utils.errors import UserError
 from utils.ray_executor import plan_actors
 from utils.result_utils import read_results
@@ -182,16 +183,7 @@ def test_a_run_checkpointed_in_process_resumes_on_ray(local_ray, five_clients, t
     expected = series_of(tmp_path / "whole")
 
     broken = run_flags("LG-FedAvg", five_clients, tmp_path / "broken", None, "-gr", "3", "--ckpt_every", "1")
-    original = LGFedAvg.train_round
-
-    def crash_in_round_2(self, round_idx, client_ids):
-        if round_idx == 2:
-            raise KeyboardInterrupt
-        return original(self, round_idx, client_ids)
-
-    monkeypatch.setattr(LGFedAvg, "train_round", crash_in_round_2)
-    assert main.main(broken) == 130
-    monkeypatch.setattr(LGFedAvg, "train_round", original)
+    interrupt_in_round_2(monkeypatch, LGFedAvg, broken)
     assert main.main(broken + ["--resume", "--executor", "ray", "--ray_actors", "2"]) == 0
     np.testing.assert_array_equal(series_of(tmp_path / "broken")["rs_test_acc"], expected["rs_test_acc"])
 

@@ -261,6 +261,16 @@ def test_dry_run_prints_commands_and_edits_and_runs_nothing(tmp_path, capsys):
     assert "trains 4 rounds" in out
 
 
+def test_flags_for_both_libraries_follow_the_algorithms_own_on_both_sides(tmp_path, capsys):
+    root = fake_htfllib(tmp_path / "HtFLlib")
+    code = parity.main(["--htfllib", root, "--algorithms", "FedGH", "--rounds", "3", "--work", str(tmp_path / "w"),
+                        "--flags", "-se 100", "--dry_run"])
+    commands = [line for line in capsys.readouterr().out.splitlines() if "main.py -data" in line]
+    assert code == 0 and len(commands) == 2
+    for line in commands:  # total.sh's -se 1 first, the later -se 100 wins in both parsers
+        assert "-slr 0.01 -se 1 -se 100" in line
+
+
 def test_a_folder_that_is_not_htfllib_is_refused(tmp_path, capsys):
     assert parity.main(["--htfllib", str(tmp_path), "--dry_run"]) == 2
     assert "no system/main.py" in capsys.readouterr().err

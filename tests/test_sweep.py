@@ -12,6 +12,8 @@ import pytest
 
 import main
 import sweep
+from flcore.servers.serverlocal import Local
+from tests.helpers import interrupt_in_round_2
 from utils.checkpoints import CheckpointStore
 from utils.result_utils import read_results
 
@@ -86,22 +88,6 @@ def test_help_explains_the_runner(capsys):
 
 
 # ---- running -------------------------------------------------------------------------------
-def interrupt_in_round_2(monkeypatch, argv) -> None:
-    """A run killed after its checkpoint of round 2, as a Ctrl-C leaves it (see test_executors)."""
-    from flcore.servers.serverlocal import Local
-
-    original = Local.train_round
-
-    def crash(self, round_idx, client_ids):
-        if round_idx == 2:
-            raise KeyboardInterrupt
-        return original(self, round_idx, client_ids)
-
-    monkeypatch.setattr(Local, "train_round", crash)
-    assert main.main(argv) == 130
-    monkeypatch.setattr(Local, "train_round", original)
-
-
 def run_sweep(listing, *more, timeout=240):
     return subprocess.run([sys.executable, SWEEP, str(listing), *more], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout)
@@ -111,7 +97,7 @@ def test_sweep_skips_finished_resumes_interrupted_reports_failures(data_root, tm
     finished = flags(data_root, tmp_path / "finished")
     assert main.main(finished) == 0
     interrupted = flags(data_root, tmp_path / "interrupted", rounds=4)
-    interrupt_in_round_2(monkeypatch, interrupted + ["--ckpt_every", "1"])
+    interrupt_in_round_2(monkeypatch, Local, interrupted + ["--ckpt_every", "1"])
     store = CheckpointStore(str(tmp_path / "interrupted" / "Tiny_Local_test_0"))
     assert store.rounds() == [2] and store.finished() is None
     failing = flags(str(tmp_path / "no_data"), tmp_path / "failing")
