@@ -45,6 +45,13 @@ class FeatureGenerator(nn.Module):
         return self.out(self.hidden(torch.cat([noise, one_hot], dim=1)))
 
 
+def rescales_generated(args) -> bool:
+    """Whether clients rescale generated features to their own (`--fedgen_feature_scale batch`);
+    HtFLlib's computation (`--fedgen_htfllib`) takes them as they are."""
+    return (getattr(args, "fedgen_feature_scale", "batch") == "batch"
+            and not getattr(args, "fedgen_htfllib", False))
+
+
 def sample_labels(label_counts: torch.Tensor, n: int, rng: torch.Generator) -> torch.Tensor:
     """`n` labels drawn with probability proportional to `label_counts`."""
     return torch.multinomial(label_counts.double(), n, replacement=True, generator=rng)
@@ -59,8 +66,7 @@ class clientGen(Client):
         self.global_label_counts = None
         # HtFLlib's generator draws its noise uniformly in [0, 1); the FedGen paper's is N(0, I).
         self.uniform_noise = bool(getattr(args, "fedgen_htfllib", False))
-        self.rescale_generated = (getattr(args, "fedgen_feature_scale", "batch") == "batch"
-                                  and not self.uniform_noise)
+        self.rescale_generated = rescales_generated(args)
         # Generated batches have their own stream, so data shuffling matches other methods.
         self.generated_rng = torch.Generator().manual_seed(derive_seed(seed, "fedgen-client", client_id))
 
@@ -99,14 +105,11 @@ class clientGen(Client):
 
     # ---- training -----------------------------------------------------------------------
     def train_step(self, x, y):
-        if self.generator is None:
-            loss = self.classification_loss(x, y)
-        elif self.rescale_generated:
-            features = self.model.base(x)
-            loss = (self.ce_loss(self.model.head(features), y)
-                    + self.generated_feature_loss(len(y), scale=features.detach().norm(dim=1).mean()))
-        else:
-            loss = self.classification_loss(x, y) + self.generated_feature_loss(len(y))
+        features = self.model.base(x)
+        loss = self.ce_loss(self.model.head(features), y)
+        if self.generator is not None:
+            scale = features.detach().norm(dim=1).mean() if self.rescale_generated else None
+            loss = loss + self.generated_feature_loss(len(y), scale)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

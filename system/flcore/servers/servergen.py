@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from flcore.clients.clientgen import FeatureGenerator, clientGen, sample_labels
+from flcore.clients.clientgen import FeatureGenerator, clientGen, rescales_generated, sample_labels
 from flcore.servers.serverbase import Server
 from flcore.weighted_average import weighted_average
 from utils.errors import UserError
@@ -122,7 +122,7 @@ class FedGen(Server):
         scale = self.feature_scale()
         growth, self.last_scale = scale / self.last_scale, scale
         self.series["generator_feature_growth"].append(growth)
-        if (self.divergence_reported or self.args.fedgen_feature_scale == "batch"
+        if (self.divergence_reported or rescales_generated(self.args)
                 or (math.isfinite(growth) and growth <= self.DIVERGED_GROWTH)):
             return
         self.divergence_reported = True
